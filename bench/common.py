@@ -1,0 +1,30 @@
+"""Shared by the benchmarks: peak memory, BLAS kernel report, running one engine per process."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def blas_report() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "threadpoolctl not installed (pip install -r bench/requirements.txt)"
+    rows = [f"{i['internal_api']} {i.get('version')} kernel={i.get('architecture')} threads={i['num_threads']}"
+            for i in threadpool_info() if i["user_api"] == "blas"]
+    env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
+    return "; ".join(rows) + (f" (env {env})" if env else " (OPENBLAS_CORETYPE unset)")
+
+
+def run_child(script: str, engine: str, *args: str) -> dict:
+    """Runs `python script --child ENGINE ARGS` and returns the JSON it prints (one engine per process,
+    so that each peak-memory figure is its own)."""
+    out = subprocess.run([sys.executable, script, "--child", engine, *args], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])

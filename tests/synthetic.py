@@ -1,0 +1,50 @@
+"""Generated scans for tests: a textured disc (a 'head'), with a bright blob for 'tumor'."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from tumord import checkpoint
+from tumord.data.images import Preprocess
+from tumord.nn.network import Network, mlp_spec
+
+
+def scan(tumor: bool, rng: np.random.Generator, size: int = 96) -> np.ndarray:
+    img = np.zeros((size, size), np.float32)
+    c = size / 2 + rng.uniform(-size * 0.12, size * 0.12, 2)
+    r = size * rng.uniform(0.25, 0.38)
+    yy, xx = np.mgrid[:size, :size]
+    disc = (yy - c[0]) ** 2 + (xx - c[1]) ** 2 < r**2
+    img[disc] = 90 + 25 * rng.standard_normal(disc.sum())
+    for _ in range(rng.integers(4, 9)):  # dark and light folds, so that no two scans are alike
+        centre = tuple(int(v) for v in c + rng.uniform(-r * 0.6, r * 0.6, 2))[::-1]
+        axes = tuple(int(v) for v in rng.uniform(size * 0.03, size * 0.15, 2))
+        cv2.ellipse(img, centre, axes, float(rng.uniform(0, 180)), 0, 360, float(rng.uniform(0, 160)), -1)
+    img = cv2.GaussianBlur(img, (0, 0), 1.5)
+    if tumor:
+        angle, dist = rng.uniform(0, 2 * np.pi), rng.uniform(0, r * 0.5)
+        b = c + dist * np.array([np.sin(angle), np.cos(angle)])
+        br = size * rng.uniform(0.08, 0.14)
+        blob = np.exp(-((yy - b[0]) ** 2 + (xx - b[1]) ** 2) / (2 * br**2))
+        img += 140 * blob
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_dataset(root: Path, per_class: int = 20, size: int = 96, seed: int = 0,
+                  classes=("normal", "tumor")) -> Path:
+    """class folders of PNGs; the last class name gets the blob."""
+    rng = np.random.default_rng(seed)
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            cv2.imwrite(str(root / name / f"{name}_{i:03d}.png"), scan(name != classes[0], rng, size))
+    return root
+
+
+def tiny_model(path: Path, size: int = 32, classes=("normal", "tumor"), seed: int = 0) -> dict:
+    """An untrained but valid model file, quick to make, for tests that need any model."""
+    net = Network((1, size, size), mlp_spec(hidden=16, classes=len(classes)), np.random.default_rng(seed))
+    meta = checkpoint.new_metadata(net, classes, Preprocess(size=size))
+    return checkpoint.save(path, net, meta)

@@ -1,0 +1,98 @@
+"""The train, eval and predict commands end to end on generated scans."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.synthetic import scan, write_dataset
+from tumord import checkpoint
+from tumord.cli import main
+from tumord.registry import current_model_path
+
+SMALL = ["--set", "preprocess.size=32", "--set", "model.hidden=32", "--set", "train.batch_size=16",
+         "--set", "train.epochs=12", "--set", "train.lr=0.02", "--set", "train.augment.enabled=false"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One small model trained with `tumord train` on generated scans, shared by the tests below."""
+    root = tmp_path_factory.mktemp("work")
+    import os
+
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        write_dataset(root / "data", per_class=80, size=64)
+        assert main(["train", "--data", "data", *SMALL]) == 0
+    finally:
+        os.chdir(old)
+    return root
+
+
+def test_train_registers_a_calibrated_model_with_its_report(trained):
+    """train writes the model, report.json and report.png, and makes the model current."""
+    model_path = current_model_path(trained / "models")
+    m = checkpoint.load(model_path)
+    report = json.loads((model_path.parent / "report.json").read_text())
+    assert report["test"]["accuracy"] >= 0.9, report["test"]
+    assert report["model"]["sha256"] == m.identity["sha256"]
+    assert (model_path.parent / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    split = report["split"]
+    assert sum(len(v) for v in split.values()) == 160
+    assert not set(split["train"]) & set(split["test"])
+    cal = report["calibration"]
+    assert cal["temperature"] > 0 and cal["val_ece_after"] <= cal["val_ece_before"] + 1e-9
+    assert m.meta["training"]["summary"]["split_sizes"] == {k: len(v) for k, v in split.items()}
+
+
+def test_eval_json_has_the_documented_keys(trained, monkeypatch, capsys):
+    """eval --json prints one object with accuracy, auc, sensitivity, specificity and n."""
+    monkeypatch.chdir(trained)
+    capsys.readouterr()
+    assert main(["eval", "--data", "data", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"accuracy", "auc", "sensitivity", "specificity", "n"} <= set(out)
+    assert out["n"] == 160 and out["accuracy"] > 0.9
+
+
+def test_predict_json_classifies_and_reports_bad_files_without_stopping(trained, monkeypatch, capsys, tmp_path):
+    """predict gives a JSON line per good image, a per-file error for a bad one, and exit code 1."""
+    monkeypatch.chdir(trained)
+    rng = np.random.default_rng(99)
+    tumor, normal, bad = tmp_path / "t.png", tmp_path / "n.jpg", tmp_path / "bad.png"
+    cv2.imwrite(str(tumor), scan(True, rng, 64))
+    cv2.imwrite(str(normal), scan(False, rng, 64))
+    bad.write_bytes(b"\x89PNG but not really")
+    capsys.readouterr()
+    assert main(["predict", "--json", str(tumor), str(bad), str(normal)]) == 1
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r["label"] for r in rows] == ["tumor", "normal"]
+    for r in rows:
+        assert set(r) >= {"file", "label", "probabilities", "confidence", "model"}
+        assert sum(r["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+        assert r["confidence"] == max(r["probabilities"].values())
+        assert set(r["model"]) == {"version", "sha256"}
+    assert "bad.png" in captured.err
+
+
+def test_bad_setting_is_one_clear_line_and_exit_code_2(tmp_path, monkeypatch, capsys):
+    """An unknown or mistyped setting names the key and the file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.yaml").write_text("train:\n  epochs: many\n")
+    assert main(["eval", "--data", "x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "config.yaml" in err and "train.epochs" in err and len(err.splitlines()) == 1
+    (tmp_path / "config.yaml").write_text("trian:\n  epochs: 3\n")
+    assert main(["eval", "--data", "x"]) == 2
+    assert "unknown key trian" in capsys.readouterr().err
+
+
+def test_shipped_config_matches_the_built_in_defaults():
+    """config.yaml documents every setting with its default value."""
+    from pathlib import Path
+
+    from tumord.config import DEFAULTS, load_config
+
+    assert load_config(Path(__file__).parents[1] / "config.yaml") == DEFAULTS

@@ -1,0 +1,131 @@
+"""The model file: weights in an .npz read with allow_pickle=False, metadata as JSON inside it.
+
+Loading never runs code. The metadata carries everything needed to rebuild and trust the model:
+architecture, class names, preprocessing, calibration temperature, training summary, metrics,
+creation time, tumord version, and a SHA-256 of the weights that is checked on every load.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from tumord import __version__
+from tumord.atomic import write_atomic
+from tumord.data.images import Preprocess, to_input
+from tumord.nn.losses import softmax
+from tumord.nn.network import Network
+
+FORMAT = "tumord-model"
+FORMAT_VERSION = 1
+META_KEY = "__metadata__"
+
+
+class CheckpointError(ValueError):
+    """A model file that cannot be used; the message names the file and what is wrong."""
+
+
+def weights_sha256(state: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(state):
+        a = np.ascontiguousarray(state[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+class Classifier:
+    """A network with its metadata: what the CLI, evaluation and the service call."""
+
+    def __init__(self, net: Network, meta: dict, path: Path | None = None):
+        self.net, self.meta, self.path = net, meta, path
+        self.class_names: list[str] = list(meta["class_names"])
+        self.preprocess = Preprocess.from_dict(meta["preprocess"])
+        self.temperature = float(meta.get("temperature", 1.0))
+
+    @property
+    def identity(self) -> dict:
+        return {"version": self.meta["version"], "sha256": self.meta["weights_sha256"]}
+
+    def logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        out = [
+            self.net.forward(to_input(images[i : i + batch_size], self.net.input_shape))
+            for i in range(0, len(images), batch_size)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
+
+    def predict(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """uint8 (N, size, size) -> calibrated class probabilities (N, classes)."""
+        return softmax(self.logits(images, batch_size) / self.temperature)
+
+
+def new_metadata(net: Network, class_names, preprocess: Preprocess, **extra) -> dict:
+    created = datetime.now(timezone.utc)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "tumord_version": __version__,
+        "created_at": created.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "architecture": {"input_shape": list(net.input_shape), "layers": net.spec},
+        "class_names": list(class_names),
+        "preprocess": preprocess.to_dict(),
+        "temperature": 1.0,
+    }
+    meta.update(extra)
+    return meta
+
+
+def save(path: str | Path, net: Network, meta: dict) -> dict:
+    """Writes the model atomically; fills in weights_sha256 and version; returns the metadata."""
+    state = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in net.state_dict().items()}
+    meta = dict(meta)
+    meta["weights_sha256"] = weights_sha256(state)
+    stamp = meta["created_at"].replace("-", "").replace(":", "")
+    meta["version"] = f"{stamp}-{meta['weights_sha256'][:8]}"
+    buf = io.BytesIO()
+    np.savez(buf, **state, **{META_KEY: np.frombuffer(json.dumps(meta).encode(), np.uint8)})
+    write_atomic(path, buf.getvalue())
+    return meta
+
+
+def _fail(path, what: str):
+    raise CheckpointError(f"{path}: {what}")
+
+
+def load(path: str | Path) -> Classifier:
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        _fail(path, "no such model file")
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        _fail(path, f"not a readable tumord model (.npz) file: {e}")
+    if META_KEY not in arrays:
+        _fail(path, "has no tumord metadata; it is not a tumord model file")
+    try:
+        meta = json.loads(arrays.pop(META_KEY).tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        _fail(path, f"metadata is not valid JSON ({e})")
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        _fail(path, f"format {meta.get('format')!r} version {meta.get('format_version')!r}; "
+                    f"expected {FORMAT!r} version {FORMAT_VERSION}")
+    for key in ("architecture", "class_names", "preprocess", "weights_sha256", "version"):
+        if key not in meta:
+            _fail(path, f"metadata lacks {key!r}")
+    if weights_sha256(arrays) != meta["weights_sha256"]:
+        _fail(path, "weights do not match their recorded SHA-256 (the file is corrupt or was altered)")
+    try:
+        arch = meta["architecture"]
+        net = Network(tuple(arch["input_shape"]), arch["layers"])
+        net.load_state_dict(arrays)
+    except (ValueError, KeyError, TypeError) as e:
+        _fail(path, f"weights do not fit the recorded architecture: {e}")
+    if net.output_shape != (len(meta["class_names"]),):
+        _fail(path, f"network gives {net.output_shape} outputs for {len(meta['class_names'])} class names")
+    return Classifier(net, meta, path)

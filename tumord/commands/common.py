@@ -1,0 +1,27 @@
+"""Options and helpers shared by several subcommands."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tumord import checkpoint
+from tumord.config import load_config
+from tumord.registry import current_model_path
+
+
+def add_config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, default=None,
+                   help="YAML settings (default: ./config.yaml if present, else built-in defaults)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set train.epochs=10 (repeatable)")
+
+
+def config_from_args(args) -> dict:
+    path = args.config
+    if path is None and Path("config.yaml").is_file():
+        path = Path("config.yaml")
+    return load_config(path, args.set)
+
+
+def load_model(model: Path | None, cfg: dict) -> checkpoint.Classifier:
+    return checkpoint.load(model if model is not None else current_model_path(cfg["paths"]["models"]))

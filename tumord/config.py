@@ -1,0 +1,139 @@
+"""Configuration: defaults for every command, read from config.yaml and validated strictly.
+
+An unknown key, a wrong type or a bad value is a ConfigError that names the file and the key;
+commands turn it into one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Every setting with its default. Types are taken from the defaults (an int is accepted where
+# a float is expected). config.yaml documents each one; a test keeps the two in step.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "paths": {
+        "input": "input",
+        "output": "output",
+        "models": "models",
+        "cache": ".cache/tumord",
+    },
+    "preprocess": {"size": 300},
+    "model": {
+        "architecture": "mlp",
+        "hidden": 512,
+        "dropout": 0.2,
+        "batchnorm": True,
+        "channels": [16, 32, 64, 128, 256],
+    },
+    "train": {
+        "seed": 0,
+        "epochs": 40,
+        "batch_size": 64,
+        "optimizer": "sgd",
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 0.0,
+        "schedule": "step",
+        "lr_decay": 0.95,
+        "warmup_epochs": 1,
+        "patience": 8,
+        "label_smoothing": 0.0,
+        "val_fraction": 0.15,
+        "test_fraction": 0.15,
+        "dedup_similarity": 0.95,
+        "negative_class": "normal",
+        "augment": {
+            "enabled": True,
+            "flip": True,
+            "rotate_deg": 10.0,
+            "scale": 0.1,
+            "shift": 0.08,
+            "brightness": 0.1,
+            "contrast": 0.1,
+        },
+    },
+}
+
+CHOICES = {
+    "model.architecture": ("mlp", "cnn"),
+    "train.optimizer": ("sgd", "adamw"),
+    "train.schedule": ("step", "warmup_cosine", "one_cycle"),
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _check(value: Any, default: Any, key: str, source: str) -> Any:
+    def fail(expected: str):
+        raise ConfigError(f"{source}: {key} = {value!r} is not valid; expected {expected}")
+
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            fail("a mapping of settings")
+        unknown = sorted(set(value) - set(default))
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown key {key + '.' if key else ''}{unknown[0]}; "
+                f"expected one of {', '.join(sorted(default))}"
+            )
+        merged = copy.deepcopy(default)
+        for k, v in value.items():
+            merged[k] = _check(v, default[k], f"{key}.{k}" if key else k, source)
+        return merged
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            fail("true or false")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail("a whole number")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail("a number")
+        value = float(value)
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            fail("a string")
+    elif isinstance(default, list):
+        if not isinstance(value, list) or not all(isinstance(v, type(default[0])) for v in value):
+            fail(f"a list of {type(default[0]).__name__}")
+    if key in CHOICES and value not in CHOICES[key]:
+        fail("one of " + ", ".join(CHOICES[key]))
+    return value
+
+
+def validate(raw: dict | None, source: str = "config") -> dict:
+    return _check(raw or {}, DEFAULTS, "", source)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> dict:
+    """Reads and validates a YAML file (defaults alone when path is None), then KEY=VALUE overrides."""
+    raw: dict = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the configuration file ({e.strerror})") from e
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=10")
+        node = raw
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {p} is not a section")
+        node[leaf] = yaml.safe_load(text)
+    return validate(raw, source if not overrides else f"{source} with --set")
+

@@ -1,0 +1,95 @@
+"""Reading scans and the one preprocessing function shared by training and inference.
+
+A scan of any common format (JPEG, PNG, TIFF, BMP; 8- or 16-bit; gray, RGB or RGBA; any size)
+becomes a square uint8 grayscale image at the model's resolution. Scaling to [0, 1] float32
+happens per batch (`to_input`), so caches and queues hold 1 byte per pixel.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+
+
+class ImageError(ValueError):
+    """A file that is not a usable scan; the message names the file and says why."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = str(path), reason
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    size: int = 300
+    interpolation: str = "area"  # cv2.INTER_AREA: the right filter when shrinking
+    version: int = 1  # bump when the function below changes meaning
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocess":
+        return cls(**{k: d[k] for k in ("size", "interpolation", "version") if k in d})
+
+
+def to_gray_uint8(img: np.ndarray, path: str | Path = "<image>") -> np.ndarray:
+    """Any decoded array (H,W), (H,W,3) or (H,W,4), 8/16-bit or float, to 8-bit gray."""
+    if img.ndim == 3:
+        channels = img.shape[2]
+        if channels == 4:
+            img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY)
+        elif channels == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        elif channels == 1:
+            img = img[:, :, 0]
+        else:
+            raise ImageError(path, f"has {channels} channels; expected gray, RGB or RGBA")
+    if img.ndim != 2:
+        raise ImageError(path, f"decoded to an array of shape {img.shape}; expected a 2-D image")
+    if img.dtype == np.uint8:
+        return img
+    # 16-bit and float scans rarely use their full range: stretch the used range to 0..255
+    img = img.astype(np.float32)
+    lo, hi = float(img.min()), float(img.max())
+    if not np.isfinite(lo) or not np.isfinite(hi):
+        raise ImageError(path, "contains NaN or infinite pixel values")
+    if hi <= lo:
+        return np.zeros(img.shape, np.uint8)
+    return np.round((img - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+def decode_gray(data: bytes | np.ndarray, path: str | Path = "<image>") -> np.ndarray:
+    """Decodes image bytes to 8-bit gray at full resolution."""
+    buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    if buf.size == 0:
+        raise ImageError(path, "is empty (0 bytes)")
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+    if img is None:
+        raise ImageError(path, "is not a readable image (corrupt, truncated, or not JPEG/PNG/TIFF/BMP)")
+    return to_gray_uint8(img, path)
+
+
+def resize(gray: np.ndarray, pre: Preprocess) -> np.ndarray:
+    interp = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}[pre.interpolation]
+    return cv2.resize(gray, (pre.size, pre.size), interpolation=interp)
+
+
+def read_scan(path: str | Path, pre: Preprocess) -> np.ndarray:
+    """The preprocessing function: file -> (size, size) uint8 gray."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ImageError(path, f"cannot be read ({e.strerror})") from e
+    return resize(decode_gray(data, path), pre)
+
+
+def to_input(images: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
+    """uint8 (N,H,W) -> float32 network input in [0, 1], shaped (N, *input_shape)."""
+    x = images.astype(np.float32)
+    x *= 1.0 / 255.0
+    return x.reshape((len(images),) + tuple(input_shape))

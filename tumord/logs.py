@@ -1,0 +1,30 @@
+"""One logging set-up: JSON lines under systemd or when asked, readable console output in a terminal."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import structlog
+
+
+def setup_logging(json_lines: bool | None = None, level: str = "info") -> None:
+    if json_lines is None:  # systemd sets JOURNAL_STREAM / INVOCATION_ID; a pipe is read by programs
+        json_lines = bool(os.environ.get("INVOCATION_ID") or os.environ.get("JOURNAL_STREAM")) or not sys.stderr.isatty()
+    renderer = structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str = "tumord"):
+    return structlog.get_logger(name)

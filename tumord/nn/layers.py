@@ -1,0 +1,174 @@
+"""Layers with one contract: forward keeps what backward needs, backward(grad_out) -> grad_in.
+
+Trainable parameters and their gradients live in matching dicts (`params`, `grads`);
+non-trainable state (batch-norm running statistics) lives in `buffers`. Optimizer state
+is kept elsewhere, so a layer is plain data plus two functions.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class Layer(ABC):
+    def __init__(self) -> None:
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+
+    @abstractmethod
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray: ...
+
+    @abstractmethod
+    def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """Fills self.grads; returns the gradient w.r.t. the input (None if not needed)."""
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return input_shape
+
+    def config(self) -> dict:
+        """Everything besides arrays needed to rebuild the layer (stored in checkpoints)."""
+        return {"type": type(self).__name__.lower()}
+
+    def astype(self, dtype) -> None:
+        for store in (self.params, self.buffers):
+            for k in store:
+                store[k] = store[k].astype(dtype)
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+
+
+class Dense(Layer):
+    """y = x W + b, He-initialized for the ReLU that usually follows."""
+
+    def __init__(self, in_features: int, units: int, rng: np.random.Generator | None = None):
+        super().__init__()
+        rng = rng or np.random.default_rng(0)
+        scale = np.sqrt(2.0 / in_features)
+        self.params["W"] = (rng.standard_normal((in_features, units), dtype=np.float32) * scale).astype(np.float32)
+        self.params["b"] = np.zeros(units, np.float32)
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.units = units
+        self._x: np.ndarray | None = None
+
+    def forward(self, x, training=False):
+        if training:
+            self._x = x
+        return x @ self.params["W"] + self.params["b"]
+
+    def backward(self, grad_out, need_input_grad=True):
+        x = self._x
+        np.matmul(x.T, grad_out, out=self.grads["W"])
+        self.grads["b"][...] = grad_out.sum(axis=0)
+        self._x = None
+        return grad_out @ self.params["W"].T if need_input_grad else None
+
+    def output_shape(self, input_shape):
+        return (self.units,)
+
+    def config(self):
+        return {"type": "dense", "units": self.units}
+
+
+class ReLU(Layer):
+    def forward(self, x, training=False):
+        if training:
+            self._mask = x > 0
+        return np.maximum(x, 0)
+
+    def backward(self, grad_out, need_input_grad=True):
+        g = grad_out * self._mask
+        self._mask = None
+        return g
+
+
+class Dropout(Layer):
+    """Inverted dropout: scales kept units by 1/(1-rate) in training, identity at inference."""
+
+    def __init__(self, rate: float, rng: np.random.Generator | None = None):
+        super().__init__()
+        if not 0 <= rate < 1:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        self.rate = rate
+        self.rng = rng or np.random.default_rng(0)
+
+    def forward(self, x, training=False):
+        if not training or self.rate == 0:
+            self._scale = None
+            return x
+        keep = self.rng.random(x.shape, dtype=np.float32) >= self.rate
+        self._scale = keep.astype(x.dtype) / (1 - self.rate)
+        return x * self._scale
+
+    def backward(self, grad_out, need_input_grad=True):
+        return grad_out if self._scale is None else grad_out * self._scale
+
+    def config(self):
+        return {"type": "dropout", "rate": self.rate}
+
+
+class Flatten(Layer):
+    def forward(self, x, training=False):
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad_out, need_input_grad=True):
+        return grad_out.reshape(self._shape)
+
+    def output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+
+class BatchNorm(Layer):
+    """Batch normalization over the batch (and spatial axes for N,C,H,W input).
+
+    Training uses the batch's statistics and updates running averages; inference uses the
+    running averages, so an image's prediction does not depend on the rest of its batch.
+    """
+
+    def __init__(self, features: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.features, self.momentum, self.eps = features, momentum, eps
+        self.params = {"gamma": np.ones(features, np.float32), "beta": np.zeros(features, np.float32)}
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.buffers = {"running_mean": np.zeros(features, np.float32), "running_var": np.ones(features, np.float32)}
+
+    def _axes_and_shape(self, x):
+        if x.ndim == 2:
+            return (0,), (1, -1)
+        return (0, 2, 3), (1, -1, 1, 1)
+
+    def forward(self, x, training=False):
+        axes, shape = self._axes_and_shape(x)
+        gamma, beta = self.params["gamma"].reshape(shape), self.params["beta"].reshape(shape)
+        if not training:
+            mean = self.buffers["running_mean"].reshape(shape)
+            inv_std = 1.0 / np.sqrt(self.buffers["running_var"].reshape(shape) + self.eps)
+            return (x - mean) * (gamma * inv_std) + beta
+        mean = x.mean(axis=axes, keepdims=True)
+        var = x.var(axis=axes, keepdims=True)
+        inv_std = 1.0 / np.sqrt(var + self.eps)
+        x_hat = (x - mean) * inv_std
+        n = x.size // self.features
+        m = self.momentum
+        rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
+        rm[...] = (1 - m) * rm + m * mean.reshape(-1)
+        rv[...] = (1 - m) * rv + m * var.reshape(-1) * (n / max(n - 1, 1))  # unbiased, as PyTorch
+        self._cache = (x_hat, inv_std, axes, shape)
+        return x_hat * gamma + beta
+
+    def backward(self, grad_out, need_input_grad=True):
+        x_hat, inv_std, axes, shape = self._cache
+        self._cache = None
+        self.grads["gamma"][...] = (grad_out * x_hat).sum(axis=axes)
+        self.grads["beta"][...] = grad_out.sum(axis=axes)
+        if not need_input_grad:
+            return None
+        gamma = self.params["gamma"].reshape(shape)
+        # dx = gamma/std * (g - mean(g) - x_hat * mean(g * x_hat)), the batch-statistics terms
+        g_mean = grad_out.mean(axis=axes, keepdims=True)
+        gx_mean = (grad_out * x_hat).mean(axis=axes, keepdims=True)
+        return (gamma * inv_std) * (grad_out - g_mean - x_hat * gx_mean)
+
+    def config(self):
+        return {"type": "batchnorm", "momentum": self.momentum, "eps": self.eps}

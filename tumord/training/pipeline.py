@@ -1,0 +1,120 @@
+"""From a labelled folder to an evaluated, calibrated model: data, split, training, report."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tumord import checkpoint
+from tumord.data.cache import load_images
+from tumord.data.dataset import list_dataset
+from tumord.data.dedup import near_duplicate_groups
+from tumord.data.images import Preprocess
+from tumord.data.split import group_split
+from tumord.logs import get_logger
+from tumord.nn.losses import softmax
+from tumord.training.calibration import fit_temperature
+from tumord.training.metrics import evaluate, expected_calibration_error
+from tumord.training.report import format_metrics, write_figure
+from tumord.training.trainer import History, build_network, fit, predict_logits
+
+log = get_logger("tumord.train")
+
+
+@dataclass
+class Prepared:
+    listing: object
+    images: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray
+    split: dict[str, np.ndarray]
+
+
+def prepare(data_dir: Path, cfg: dict, class_names: list[str] | None = None) -> Prepared:
+    t = cfg["train"]
+    listing = list_dataset(data_dir, class_names)
+    images, thumbs = load_images(listing.files, Preprocess(size=cfg["preprocess"]["size"]), cfg["paths"]["cache"])
+    labels = np.array(listing.labels)
+    groups = near_duplicate_groups(thumbs, t["dedup_similarity"])
+    split = group_split(labels, groups, t["val_fraction"], t["test_fraction"], t["seed"])
+    return Prepared(listing, images, labels, groups, split)
+
+
+def _progress(row: dict) -> None:
+    # a person at a terminal reads one line per epoch; programs and the journal get the event
+    if not sys.stderr.isatty():
+        log.info("epoch", **row)
+        return
+    eta = int(row["eta_seconds"])
+    print(f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}  "
+          f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f}  lr {row['lr']:.2e}  "
+          f"{row['seconds']:.1f}s  left ~{eta // 60}m{eta % 60:02d}s{'  *' if row['best'] else ''}",
+          file=sys.stderr, flush=True)
+
+
+def _split_record(data: Prepared) -> dict:
+    root = data.listing.root
+    return {
+        name: sorted(str(data.listing.files[i].relative_to(root)) for i in idx) for name, idx in data.split.items()
+    }
+
+
+def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classifier | None = None) -> dict:
+    """Trains, calibrates and evaluates; writes model.npz, report.json, report.png into staging."""
+    t = cfg["train"]
+    class_names = init_from.class_names if init_from else None
+    data = prepare(data_dir, cfg, class_names)
+    names = data.listing.class_names
+    sp = data.split
+    if min(len(sp["train"]), len(sp["val"]), len(sp["test"])) == 0:
+        raise ValueError(f"{data_dir}: too few images to split into train/validation/test ({len(data.labels)})")
+    log.info("data", root=str(data_dir), images=len(data.labels), groups=int(len(np.unique(data.groups))),
+             train=len(sp["train"]), val=len(sp["val"]), test=len(sp["test"]))
+    rng = np.random.default_rng(t["seed"])
+    net = build_network(cfg["model"], cfg["preprocess"]["size"], len(names), rng)
+    if init_from is not None:
+        if init_from.net.spec != net.spec or init_from.net.input_shape != net.input_shape:
+            raise ValueError(f"--init-from: {init_from.path} has a different architecture than the settings")
+        net.load_state_dict(init_from.net.state_dict())
+    x_tr, y_tr = data.images[sp["train"]], data.labels[sp["train"]]
+    x_va, y_va = data.images[sp["val"]], data.labels[sp["val"]]
+    hist: History = fit(net, x_tr, y_tr, x_va, y_va, t, rng, _progress)
+    del x_tr
+
+    val_logits = predict_logits(net, x_va)
+    temperature = fit_temperature(val_logits, y_va)
+    test_logits = predict_logits(net, data.images[sp["test"]])
+    y_te = data.labels[sp["test"]]
+    probs = softmax(test_logits / temperature)
+    metrics = evaluate(probs, y_te, names, t["negative_class"])
+    calibration = {
+        "temperature": temperature,
+        "val_ece_before": expected_calibration_error(softmax(val_logits), y_va),
+        "val_ece_after": expected_calibration_error(softmax(val_logits / temperature), y_va),
+        "test_ece_before": expected_calibration_error(softmax(test_logits), y_te),
+        "test_ece_after": metrics["ece"],
+    }
+    summary = {
+        "data_root": str(Path(data_dir).resolve()),
+        "images": int(len(data.labels)),
+        "per_class": {n: int((data.labels == c).sum()) for c, n in enumerate(names)},
+        "near_duplicate_groups": int(len(np.unique(data.groups))),
+        "split_seed": t["seed"],
+        "split_sizes": {k: int(len(v)) for k, v in sp.items()},
+        "epochs_run": len(hist.epochs), "best_epoch": hist.best_epoch, "train_seconds": round(hist.seconds, 1),
+    }
+    meta = checkpoint.new_metadata(net, names, Preprocess(size=cfg["preprocess"]["size"]), temperature=temperature,
+                                   training={"summary": summary, "settings": cfg["train"], "model": cfg["model"]},
+                                   metrics={"test": metrics, "calibration": calibration})
+    meta = checkpoint.save(staging / "model.npz", net, meta)
+    report = {"model": {"version": meta["version"], "sha256": meta["weights_sha256"]}, "test": metrics,
+              "calibration": calibration, "summary": summary, "history": hist.epochs, "split": _split_record(data)}
+    (staging / "report.json").write_text(json.dumps(report, indent=1))
+    write_figure(staging / "report.png", hist.epochs, probs, y_te, metrics, t["negative_class"])
+    print(format_metrics(metrics, f"Test split of {data_dir}"), file=sys.stderr)
+    print(f"  calibration: temperature {temperature:.3f}, test ECE {calibration['test_ece_before']:.4f} -> "
+          f"{calibration['test_ece_after']:.4f}", file=sys.stderr)
+    return {"meta": meta, "report": report}
