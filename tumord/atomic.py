@@ -5,6 +5,12 @@ import os
 import tempfile
 from pathlib import Path
 
+# mkstemp creates 0600 files; verdicts and models are read by other accounts, so give new files
+# the mode an ordinary open() would (0666 less the umask). Read once: os.umask can only be read by setting it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_MODE = 0o666 & ~_UMASK
+
 
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
@@ -22,6 +28,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), _MODE)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -87,3 +87,25 @@ def test_state_dict_round_trip_rejects_wrong_shapes():
     np.testing.assert_array_equal(net.forward(x), other.forward(x))
     with pytest.raises(ValueError, match="shape"):
         Network((16,), mlp_spec(hidden=9, classes=2)).load_state_dict(net.state_dict())
+
+
+def test_adamw_and_sgd_steps_match_the_formulas_worked_by_hand():
+    """One optimizer step equals the textbook update, decay on weights only."""
+    from tumord.nn.optim import SGD, AdamW
+
+    w, b = np.array([1.0, -2.0], np.float32), np.array([0.5], np.float32)
+    gw, gb = np.array([0.1, 0.2], np.float32), np.array([-0.3], np.float32)
+    opt = AdamW(lr=0.1, weight_decay=0.5)
+    for _ in range(2):
+        opt.step([("0.W", w, gw), ("0.b", b, gb)])
+    # two identical gradients: m_hat = g, v_hat = g^2, so each step moves lr * g/|g| (+ decay on W)
+    w_ref = np.array([1.0, -2.0])
+    for _ in range(2):
+        w_ref = w_ref * (1 - 0.1 * 0.5) - 0.1 * np.sign([0.1, 0.2])
+    np.testing.assert_allclose(w, w_ref, rtol=1e-5)
+    np.testing.assert_allclose(b, [0.5 + 0.2], rtol=1e-5)
+    p, g = np.array([1.0], np.float32), np.array([1.0], np.float32)
+    sgd = SGD(lr=0.1, momentum=0.9)
+    sgd.step([("0.b", p, g)])
+    sgd.step([("0.b", p, g)])
+    np.testing.assert_allclose(p, [1 - 0.1 - (0.9 * 0.1 + 0.1)], rtol=1e-6)

@@ -51,7 +51,9 @@ def load_images(files: list[Path], pre: Preprocess, cache_dir: str | Path | None
     old: dict = {}
     folder = None
     if cache_dir is not None:
-        key = hashlib.sha256(json.dumps(pre.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        # one cache per preprocessing and data folder, so evaluating another folder keeps this one
+        root = os.path.commonpath([s[0] for s in stamps]) if stamps else ""
+        key = hashlib.sha256(json.dumps([pre.to_dict(), root], sort_keys=True).encode()).hexdigest()[:16]
         folder = Path(cache_dir) / f"{pre.size}px-{key}"
         try:
             index = json.loads((folder / "index.json").read_text())

@@ -18,24 +18,30 @@ class Optimizer:
         for name, param, grad in named_params:
             self.update(name, param, grad)
 
+    def _scratch(self, like: np.ndarray) -> np.ndarray:
+        buf = getattr(self, "_buf", None)
+        if buf is None or buf.size < like.size or buf.dtype != like.dtype:
+            buf = self._buf = np.empty(like.size, like.dtype)
+        return buf[: like.size].reshape(like.shape)
+
 
 class SGD(Optimizer):
-    """SGD with (optionally Nesterov) momentum and L2 weight decay."""
+    """SGD with momentum and L2 weight decay: v = mu v - lr (g + wd w); w += v."""
 
-    def __init__(self, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, nesterov: bool = False):
+    def __init__(self, lr: float, momentum: float = 0.9, weight_decay: float = 0.0):
         super().__init__(lr, weight_decay)
-        self.momentum, self.nesterov = momentum, nesterov
+        self.momentum = momentum
 
     def update(self, name, param, grad):
-        if self._decays(name):
-            grad = grad + self.weight_decay * param
         v = self.state.setdefault(name, {"velocity": np.zeros_like(param)})["velocity"]
+        tmp = self._scratch(param)
         v *= self.momentum
-        v -= self.lr * grad
-        if self.nesterov:
-            param += self.momentum * v - self.lr * grad
-        else:
-            param += v
+        np.multiply(grad, self.lr, out=tmp)
+        v -= tmp
+        if self._decays(name):
+            np.multiply(param, self.lr * self.weight_decay, out=tmp)
+            v -= tmp
+        param += v
 
 
 class AdamW(Optimizer):
@@ -54,14 +60,24 @@ class AdamW(Optimizer):
     def update(self, name, param, grad):
         s = self.state.setdefault(name, {"m": np.zeros_like(param), "v": np.zeros_like(param)})
         m, v = s["m"], s["v"]
+        # in place with one scratch buffer: a 300x300 input layer has 46M weights, and each
+        # temporary array would cost 184 MB and a pass over memory
+        tmp = self._scratch(param)
         m *= self.b1
-        m += (1 - self.b1) * grad
+        np.multiply(grad, 1 - self.b1, out=tmp)
+        m += tmp
         v *= self.b2
-        v += (1 - self.b2) * np.square(grad)
+        np.multiply(grad, grad, out=tmp)
+        tmp *= 1 - self.b2
+        v += tmp
         step = self.lr * np.sqrt(1 - self.b2**self.t) / (1 - self.b1**self.t)
         if self._decays(name):
             param *= 1 - self.lr * self.weight_decay
-        param -= step * m / (np.sqrt(v) + self.eps)
+        np.sqrt(v, out=tmp)
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= step
+        param -= tmp
 
 
 def make_optimizer(name: str, **kwargs) -> Optimizer:

@@ -79,15 +79,12 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
         if init_from.net.spec != net.spec or init_from.net.input_shape != net.input_shape:
             raise ValueError(f"--init-from: {init_from.path} has a different architecture than the settings")
         net.load_state_dict(init_from.net.state_dict())
-    x_tr, y_tr = data.images[sp["train"]], data.labels[sp["train"]]
-    x_va, y_va = data.images[sp["val"]], data.labels[sp["val"]]
-    hist: History = fit(net, x_tr, y_tr, x_va, y_va, t, rng, _progress)
-    del x_tr
+    hist: History = fit(net, data.images, data.labels, sp["train"], sp["val"], t, rng, _progress)
 
-    val_logits = predict_logits(net, x_va)
+    y_va, y_te = data.labels[sp["val"]], data.labels[sp["test"]]
+    val_logits = predict_logits(net, data.images, sp["val"])
     temperature = fit_temperature(val_logits, y_va)
-    test_logits = predict_logits(net, data.images[sp["test"]])
-    y_te = data.labels[sp["test"]]
+    test_logits = predict_logits(net, data.images, sp["test"])
     probs = softmax(test_logits / temperature)
     metrics = evaluate(probs, y_te, names, t["negative_class"])
     calibration = {

@@ -47,7 +47,8 @@ def write_figure(path: Path, history: list[dict], probs: np.ndarray, labels: np.
         ax2 = ax[0].twinx()
         ax2.plot(ep, [h["val_accuracy"] for h in history], "g--", label="validation accuracy")
         ax2.set_ylabel("accuracy")
-        ax[0].legend(loc="upper center")
+        handles = ax[0].get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+        ax[0].legend(handles=handles, loc="center right", fontsize="small")
     ax[0].set(title="Training curves", xlabel="epoch", ylabel="loss")
     if negative_class in names:
         neg = names.index(negative_class)

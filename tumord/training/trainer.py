@@ -39,9 +39,12 @@ def make_lr(cfg: dict, steps_per_epoch: int) -> Callable[[int], float]:
     return make_schedule("one_cycle", max_lr=lr, total_steps=total)
 
 
-def predict_logits(net: Network, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    return np.concatenate([net.forward(to_input(images[i : i + batch_size], net.input_shape))
-                           for i in range(0, len(images), batch_size)])
+def predict_logits(net: Network, images: np.ndarray, idx: np.ndarray | None = None,
+                   batch_size: int = 128) -> np.ndarray:
+    """Inference-mode logits for images[idx] (all images when idx is None), batch by batch."""
+    idx = np.arange(len(images)) if idx is None else np.asarray(idx)
+    return np.concatenate([net.forward(to_input(np.asarray(images[idx[i : i + batch_size]]), net.input_shape))
+                           for i in range(0, len(idx), batch_size)])
 
 
 @dataclass
@@ -52,11 +55,15 @@ class History:
     seconds: float = 0.0
 
 
-def fit(net: Network, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+def fit(net: Network, images: np.ndarray, labels: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
         cfg: dict, rng: np.random.Generator, on_epoch: Callable[[dict], None] = lambda e: None) -> History:
-    """Trains in place; leaves the network at its best validation-loss epoch."""
+    """Trains in place on images[train_idx]; leaves the network at its best validation-loss epoch.
+
+    Images stay uint8 (often a memory map) and are indexed per batch, never copied whole.
+    """
     bs = cfg["batch_size"]
-    steps = max(1, len(x_train) // bs)  # drop the ragged last batch: batch norm needs a real batch
+    y_val = labels[val_idx]
+    steps = max(1, len(train_idx) // bs)  # drop the ragged last batch: batch norm needs a real batch
     lr_at = make_lr(cfg, steps)
     opt_kwargs = {"lr": cfg["lr"], "weight_decay": cfg["weight_decay"]}
     if cfg["optimizer"] == "sgd":
@@ -73,21 +80,21 @@ def fit(net: Network, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarra
     start = time.monotonic()
     for epoch in range(1, cfg["epochs"] + 1):
         t0 = time.monotonic()
-        order = rng.permutation(len(x_train))
+        order = train_idx[rng.permutation(len(train_idx))]
         losses, correct = [], 0
         for s in range(steps):
             idx = np.sort(order[s * bs : (s + 1) * bs])  # sorted: faster reads from a memory map
-            imgs = np.asarray(x_train[idx])
+            imgs = np.asarray(images[idx])
             if augment is not None:
                 imgs = augment(imgs)
             opt.lr = lr_at((epoch - 1) * steps + s)
             logits = net.forward(to_input(imgs, net.input_shape), training=True)
-            loss, grad = softmax_cross_entropy(logits, y_train[idx], cfg["label_smoothing"])
+            loss, grad = softmax_cross_entropy(logits, labels[idx], cfg["label_smoothing"])
             net.backward(grad)
             opt.step(net.named_parameters())
             losses.append(loss)
-            correct += int((logits.argmax(1) == y_train[idx]).sum())
-        val_logits = predict_logits(net, x_val)
+            correct += int((logits.argmax(1) == labels[idx]).sum())
+        val_logits = predict_logits(net, images, val_idx)
         val_loss, _ = softmax_cross_entropy(val_logits, y_val)
         row = {
             "epoch": epoch, "train_loss": float(np.mean(losses)), "train_accuracy": correct / (steps * bs),

@@ -1,0 +1,75 @@
+"""The training loop: early stopping, keeping the best weights, schedules and augmentation wiring."""
+import copy
+
+import numpy as np
+import pytest
+
+from tests.synthetic import scan
+from tumord.config import DEFAULTS
+from tumord.nn.losses import softmax_cross_entropy
+from tumord.training.trainer import build_network, fit, make_lr, predict_logits
+
+
+def _data(n=96, size=24, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    images = np.stack([scan(bool(y), rng, 48) for y in labels])
+    import cv2
+
+    images = np.stack([cv2.resize(i, (size, size), interpolation=cv2.INTER_AREA) for i in images])
+    return images, labels
+
+
+def _cfg(**train):
+    cfg = copy.deepcopy(DEFAULTS)
+    cfg["preprocess"]["size"] = 24
+    cfg["model"]["hidden"] = 16
+    cfg["train"].update(batch_size=16, epochs=8, patience=3, lr=0.05)
+    cfg["train"]["augment"]["enabled"] = False
+    cfg["train"].update(train)
+    return cfg
+
+
+def test_fit_leaves_the_network_at_its_best_validation_epoch():
+    """After training, the network's validation loss is the lowest any epoch reached."""
+    images, labels = _data()
+    cfg = _cfg(lr=0.3)  # a high rate makes later epochs worse than the best one
+    rng = np.random.default_rng(0)
+    net = build_network(cfg["model"], 24, 2, rng)
+    tr, va = np.arange(64), np.arange(64, 96)
+    hist = fit(net, images, labels, tr, va, cfg["train"], rng)
+    loss, _ = softmax_cross_entropy(predict_logits(net, images, va), labels[va])
+    assert loss == pytest.approx(min(r["val_loss"] for r in hist.epochs), rel=1e-5)
+    assert hist.epochs[hist.best_epoch - 1]["best"]
+
+
+def test_patience_stops_training_when_validation_stops_improving():
+    """With a zero learning rate nothing improves after epoch 1, so training stops after `patience` more."""
+    images, labels = _data()
+    cfg = _cfg(lr=0.0, patience=2, epochs=10)
+    cfg["model"]["batchnorm"] = False  # running statistics would still move at lr 0
+    rng = np.random.default_rng(0)
+    net = build_network(cfg["model"], 24, 2, rng)
+    hist = fit(net, images, labels, np.arange(64), np.arange(64, 96), cfg["train"], rng)
+    assert hist.stopped_early and len(hist.epochs) == 3 and hist.best_epoch == 1
+
+
+def test_training_with_augmentation_and_adamw_learns_the_task():
+    """AdamW with a warm-up cosine schedule and augmentation separates generated scans."""
+    images, labels = _data(n=160)
+    cfg = _cfg(optimizer="adamw", lr=3e-3, weight_decay=0.01, schedule="warmup_cosine", epochs=12, patience=12)
+    cfg["train"]["augment"].update(enabled=True, rotate_deg=5.0, shift=0.04)
+    rng = np.random.default_rng(0)
+    net = build_network(cfg["model"], 24, 2, rng)
+    fit(net, images, labels, np.arange(120), np.arange(120, 160), cfg["train"], rng)
+    acc = (predict_logits(net, images, np.arange(120, 160)).argmax(1) == labels[120:]).mean()
+    assert acc >= 0.85
+
+
+@pytest.mark.parametrize("schedule", ["step", "warmup_cosine", "one_cycle"])
+def test_every_schedule_starts_low_or_at_base_and_ends_below_its_peak(schedule):
+    """The configured schedule is used: it peaks at most at train.lr and decays by the end."""
+    cfg = _cfg(schedule=schedule, epochs=10, lr=0.1)["train"]
+    lr = make_lr(cfg, steps_per_epoch=5)
+    values = [lr(s) for s in range(50)]
+    assert max(values) <= 0.1 + 1e-12 and values[-1] < max(values)
