@@ -55,12 +55,42 @@ DEFAULTS: dict[str, dict[str, Any]] = {
             "contrast": 0.1,
         },
     },
+    "watch": {
+        "recursive": False,
+        "observer": "native",  # native (inotify) or polling (network filesystems)
+        "poll_seconds": 1.0,  # polling observer interval
+        "settle_seconds": 0.1,  # quiet time after a close-after-write or a move into the folder
+        "stable_seconds": 2.0,  # quiet time for files seen without a close event (rescans, polling)
+        "rescan_seconds": 30.0,  # periodic full rescan for events the observer lost
+        "batch_size": 32,
+        "decode_threads": 2,
+        "max_pixels": 25_000_000,  # checked in the image header, before decoding
+        "max_bytes": 268_435_456,
+        "on_success": "archive",  # archive or delete the scan once its verdict is durable
+        "archive": "archive",  # relative folders are inside paths.output
+        "failed": "failed",
+        "model_poll_seconds": 1.0,  # how often models/current.json is checked for a new model
+        "stall_seconds": 60.0,  # a worker silent this long is hung: systemd watchdog pings stop
+        "drain_seconds": 8.0,  # SIGTERM: longest wait for in-flight scans before exiting
+    },
+    "registry": {
+        "keep": 10,  # versions kept, newest first; the current and the previous are always kept too
+        "lock": "train.lock",  # relative to paths.models
+        "gate": {
+            "min_accuracy": 0.8,
+            "min_sensitivity": 0.8,
+            "max_drop": 0.02,  # largest allowed drop in accuracy or sensitivity against the current model
+            "min_images": 20,  # fewest held-out images unseen by the current model for a fair comparison
+        },
+    },
 }
 
 CHOICES = {
     "model.architecture": ("mlp", "cnn"),
     "train.optimizer": ("sgd", "adamw"),
     "train.schedule": ("step", "warmup_cosine", "one_cycle"),
+    "watch.observer": ("native", "polling"),
+    "watch.on_success": ("archive", "delete"),
 }
 
 
