@@ -62,7 +62,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "settle_seconds": 0.1,  # quiet time after a close-after-write or a move into the folder
         "stable_seconds": 2.0,  # quiet time for files seen without a close event (rescans, polling)
         "rescan_seconds": 30.0,  # periodic full rescan for events the observer lost
-        "batch_size": 32,
+        "batch_size": 64,  # most scans classified together; a lone scan is not kept waiting
         "decode_threads": 2,
         "max_pixels": 25_000_000,  # checked in the image header, before decoding
         "max_bytes": 268_435_456,

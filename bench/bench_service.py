@@ -1,0 +1,230 @@
+"""The folder-watching service under load, against a plain classification loop, on real scans.
+
+Runs `tumord watch` (default settings) in a temporary folder and drops real scans into it:
+N=1 several times with pauses (idle latency) and N=2,000 at once (burst). A file is complete
+the moment it is renamed into input/ (it is written beside the folder first, as a scanner
+would); a verdict is written when the service logs `scan.classified` (after the verdict JSON,
+the CSV row and the archive move are all durable, so the figures are an upper bound).
+In the same run: the decode-only rate (read, decode and resize the same files with as many
+threads as the service uses), decoding plus batched prediction without the service (the
+ceiling for the burst: the service can only add overhead to it), and a plain loop that loads
+the model and classifies the same files one by one.
+
+    python bench/bench_service.py [--model PATH] [--data DIR] [--burst 2000] [--idle 10] [--json]
+
+--model defaults to the current model in models/; --data to ../shared/datasets/brain-tumor.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tumord import checkpoint  # noqa: E402
+from tumord.config import DEFAULTS  # noqa: E402
+from tumord.data.images import IMAGE_SUFFIXES, decode_gray, read_scan, resize  # noqa: E402
+from tumord.registry import current_model_path  # noqa: E402
+
+
+def scan_files(data: Path, n: int) -> list[Path]:
+    files = sorted(p for p in data.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        sys.exit(f"bench_service: no images under {data}")
+    return [files[i % len(files)] for i in range(n)]  # reused in order if the set is smaller than n
+
+
+def percentiles(ms: list[float]) -> dict:
+    a = np.asarray(ms)
+    return {"p50_ms": round(float(np.percentile(a, 50)), 1), "p95_ms": round(float(np.percentile(a, 95)), 1),
+            "max_ms": round(float(a.max()), 1), "n": len(a)}
+
+
+def decode_only(files: list[Path], size: int, threads: int) -> float:
+    """Scans per second for read + decode + resize alone, on `threads` threads."""
+    from tumord.data.images import Preprocess
+
+    pre = Preprocess(size=size)
+
+    def one(p):
+        return resize(decode_gray(p.read_bytes(), p), pre)
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, files[:20]))  # warm-up: page cache, OpenCV initialisation
+        t = time.perf_counter()
+        list(pool.map(one, files))
+    return len(files) / (time.perf_counter() - t)
+
+
+def compute_only(model, files: list[Path], threads: int, batch: int) -> float:
+    """Scans per second for decoding (on `threads` threads) plus batched prediction, with no service:
+    the ceiling the service's burst throughput is measured against."""
+    def one(p):
+        return resize(decode_gray(p.read_bytes(), p), model.preprocess)
+
+    with ThreadPoolExecutor(threads) as pool:
+        model.predict(np.stack(list(pool.map(one, files[:batch]))))  # warm-up
+        t = time.perf_counter()
+        for i in range(0, len(files), batch):
+            model.predict(np.stack(list(pool.map(one, files[i:i + batch]))))
+    return len(files) / (time.perf_counter() - t)
+
+
+def plain_loop(model_path: Path, files: list[Path]) -> dict:
+    """Load the model, then classify each file alone: what a simple script would do."""
+    t = time.perf_counter()
+    model = checkpoint.load(model_path)
+    loaded = time.perf_counter()
+    for p in files:
+        model.predict(read_scan(p, model.preprocess)[None])
+    end = time.perf_counter()
+    return {"scans_per_s": round(len(files) / (end - loaded), 1), "load_s": round(loaded - t, 2),
+            "total_s": round(end - t, 1)}
+
+
+class Service:
+    """tumord watch in a child process; `classified` maps a file name to when its verdict was logged."""
+
+    def __init__(self, work: Path, model: Path):
+        self.input, self.output = work / "input", work / "output"
+        self.input.mkdir()
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env.pop("NOTIFY_SOCKET", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tumord.cli", "watch", "--model", str(model), "--input", str(self.input),
+             "--output", str(self.output), "--log-json"],
+            cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.done: dict[str, float] = {}
+        self.failed: dict[str, str] = {}
+        self.ready = threading.Event()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self.ready.wait(60):
+            self.proc.kill()
+            sys.exit("bench_service: the service did not start")
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            event = e.get("event")
+            if event == "service.ready":
+                self.ready.set()
+            elif event in ("scan.classified", "scan.failed"):
+                at = datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp()
+                with self.lock:
+                    self.done[e["file"]] = at
+                    if event == "scan.failed":
+                        self.failed[e["file"]] = e["reason"]
+
+    def wait(self, names: list[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if all(n in self.done for n in names):
+                    return
+            time.sleep(0.01)
+        sys.exit(f"bench_service: verdicts missing after {timeout}s")
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+
+def drop(svc: Service, staging: Path, batch: list[tuple[str, Path]]) -> dict[str, float]:
+    """Copies the files beside input/, then renames them in; returns each file's complete time."""
+    for name, src in batch:
+        shutil.copyfile(src, staging / name)
+    completed = {}
+    for name, _ in batch:
+        completed[name] = time.time()
+        os.replace(staging / name, svc.input / name)
+    return completed
+
+
+def run(args) -> dict:
+    model_path = args.model or current_model_path(REPO / DEFAULTS["paths"]["models"])
+    model = checkpoint.load(model_path)
+    files = scan_files(args.data, args.burst)
+    threads, batch = DEFAULTS["watch"]["decode_threads"], DEFAULTS["watch"]["batch_size"]
+    result = {"model": model.identity, "input_size": model.preprocess.size, "cores": os.cpu_count(),
+              "data": str(args.data), "decode_threads": threads, "batch_size": batch}
+
+    result["decode_only_scans_per_s"] = round(decode_only(files, model.preprocess.size, threads), 1)
+    result["decode_only_1_thread_scans_per_s"] = round(decode_only(files, model.preprocess.size, 1), 1)
+    result["decode_and_predict_scans_per_s"] = round(compute_only(model, files, threads, batch), 1)
+    result["plain_loop"] = plain_loop(model_path, files)
+
+    work = Path(tempfile.mkdtemp(prefix="tumord-bench-"))
+    try:
+        staging = work / "staging"
+        staging.mkdir()
+        svc = Service(work, model_path)
+        idle = []
+        for i in range(args.idle):
+            name = f"idle-{i:03d}{files[i].suffix.lower()}"
+            completed = drop(svc, staging, [(name, files[i])])
+            svc.wait([name], 30)
+            idle.append((svc.done[name] - completed[name]) * 1000)
+            time.sleep(0.3)  # let the service go idle again
+        result["idle"] = percentiles(idle)
+
+        batch = [(f"burst-{i:05d}{p.suffix.lower()}", p) for i, p in enumerate(files)]
+        completed = drop(svc, staging, batch)
+        names = [n for n, _ in batch]
+        svc.wait(names, 600)
+        lat = [(svc.done[n] - completed[n]) * 1000 for n in names]
+        span = max(svc.done[n] for n in names) - min(completed.values())
+        result["burst"] = {**percentiles(lat), "scans_per_s": round(len(names) / span, 1),
+                           "failed": len([n for n in names if n in svc.failed])}
+        result["service_exit_code"] = svc.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=None, help="model file (default: the current model in models/)")
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets" / "brain-tumor")
+    ap.add_argument("--burst", type=int, default=2000, help="scans dropped at once")
+    ap.add_argument("--idle", type=int, default=10, help="single scans dropped one at a time")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = ap.parse_args()
+    if not args.data.is_dir():
+        sys.exit(f"bench_service: no data at {args.data} (pass --data DIR)")
+    r = run(args)
+    if args.json:
+        print(json.dumps(r))
+        return
+    b, i, p = r["burst"], r["idle"], r["plain_loop"]
+    print(f"model {r['model']['version']} ({r['input_size']}x{r['input_size']}), {r['cores']} cores, data {r['data']}")
+    print(f"decode only ({r['decode_threads']} threads): {r['decode_only_scans_per_s']} scans/s "
+          f"(1 thread: {r['decode_only_1_thread_scans_per_s']})")
+    print(f"decode + batched predict, no service: {r['decode_and_predict_scans_per_s']} scans/s "
+          f"(batch {r['batch_size']}; the ceiling for the burst)")
+    print(f"plain loop, one by one:    {p['scans_per_s']} scans/s (model load {p['load_s']} s)")
+    print(f"service burst N={b['n']}:    {b['scans_per_s']} scans/s; complete -> verdict p50 {b['p50_ms']} ms, "
+          f"p95 {b['p95_ms']} ms, max {b['max_ms']} ms; failed {b['failed']}")
+    print(f"service idle N=1 (x{i['n']}):  p50 {i['p50_ms']} ms, p95 {i['p95_ms']} ms, max {i['max_ms']} ms")
+    print(f"service exit code after SIGTERM: {r['service_exit_code']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Helpers for the service tests: model folders, generated scans, and a real `tumord watch` process."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from tests.synthetic import scan, tiny_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+FAST = {  # short windows so that tests take seconds
+    "settle_seconds": 0.05,
+    "stable_seconds": 0.5,
+    "rescan_seconds": 1.0,
+    "model_poll_seconds": 0.2,
+    "poll_seconds": 0.2,
+}
+
+
+def make_model(models_dir: Path, seed: int = 0, size: int = 32, classes=("normal", "tumor"),
+               promote: bool = True) -> dict:
+    """A tiny model in models/versions/<version>/model.npz, made current unless promote=False."""
+    tmp = models_dir / f".new-{seed}.npz"
+    models_dir.mkdir(parents=True, exist_ok=True)
+    meta = tiny_model(tmp, size=size, classes=classes, seed=seed)
+    folder = models_dir / "versions" / meta["version"]
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp.rename(folder / "model.npz")
+    if promote:
+        point(models_dir, meta["version"])
+    return meta
+
+
+def point(models_dir: Path, version: str) -> None:
+    """Makes `version` current, atomically, as a registry would."""
+    tmp = models_dir / ".current.json.tmp"
+    tmp.write_text(json.dumps({"current": version}))
+    os.replace(tmp, models_dir / "current.json")
+
+
+def png(rng: np.random.Generator, size: int = 32) -> bytes:
+    ok, buf = cv2.imencode(".png", scan(bool(rng.integers(2)), rng, size))
+    assert ok
+    return buf.tobytes()
+
+
+def drop(folder: Path, name: str, data: bytes) -> Path:
+    """Writes the file beside the folder, then moves it in: how scanners deliver complete files."""
+    staging = folder.parent / "staging"
+    staging.mkdir(exist_ok=True)
+    tmp = staging / name
+    tmp.write_bytes(data)
+    os.replace(tmp, folder / name)
+    return folder / name
+
+
+def verdicts(output: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(output.glob("*.json"))]
+
+
+def csv_rows(output: Path) -> list[dict]:
+    with open(output / "verdicts.csv", encoding="utf-8-sig", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def ledger_rows(output: Path) -> list[dict]:
+    db = sqlite3.connect(output / "ledger.sqlite3")
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute("SELECT * FROM scans ORDER BY id")]
+    finally:
+        db.close()
+
+
+def leftovers(output: Path) -> list[Path]:
+    """Temporary or partial files anywhere under output/."""
+    return [p for p in output.rglob("*") if p.name.startswith(".tumord-tmp.")]
+
+
+class Watch:
+    """`python -m tumord.cli watch` as a child process; its JSON log lines are collected."""
+
+    def __init__(self, root: Path, watch: dict | None = None, args=(), env: dict | None = None):
+        self.root = root
+        self.input, self.output, self.models = root / "input", root / "output", root / "models"
+        self.input.mkdir(exist_ok=True)
+        cfg = {"paths": {"input": "input", "output": "output", "models": "models"}, "watch": {**FAST, **(watch or {})}}
+        (root / "config.yaml").write_text(yaml.safe_dump(cfg))
+        self.args, self.env = list(args), env or {}
+        self.proc: subprocess.Popen | None = None
+        self.lines: list[dict] = []
+        self.raw: list[str] = []
+        self._new = threading.Condition()
+
+    def start(self) -> "Watch":
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        env.update(PYTHONPATH=str(REPO), **self.env)
+        self.proc = subprocess.Popen([sys.executable, "-m", "tumord.cli", "watch", "--log-json", *self.args],
+                                     cwd=self.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self.lines, self.raw = [], []
+        threading.Thread(target=self._read, args=(self.proc.stderr,), daemon=True).start()
+        return self
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            with self._new:
+                self.raw.append(line)
+                try:
+                    self.lines.append(json.loads(line))
+                except ValueError:
+                    pass
+                self._new.notify_all()
+
+    def events(self, name: str) -> list[dict]:
+        with self._new:
+            return [r for r in self.lines if r.get("event") == name]
+
+    def wait_for(self, name: str, count: int = 1, timeout: float = 30.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        with self._new:
+            while True:
+                found = [r for r in self.lines if r.get("event") == name]
+                if len(found) >= count:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._new.wait(0.2)):
+                    raise AssertionError(f"no {count} x {name} within {timeout}s; log:\n{''.join(self.raw[-30:])}")
+                self._new.wait(min(left, 0.5))
+
+    def wait_until(self, predicate, timeout: float = 60.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what} not reached within {timeout}s; log:\n{''.join(self.raw[-30:])}")
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"the service exited ({self.proc.returncode}); log:\n{''.join(self.raw[-30:])}")
+            time.sleep(0.05)
+
+    def send(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, then the exit code."""
+        self.send(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def service(tmp_path):
+    """Makes Watch processes in tmp_path (with a current tiny model) and kills any left running."""
+    made: list[Watch] = []
+    make_model(tmp_path / "models")
+
+    def factory(**kw) -> Watch:
+        w = Watch(tmp_path, **kw)
+        made.append(w)
+        return w
+
+    yield factory
+    for w in made:
+        w.kill()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+

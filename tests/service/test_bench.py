@@ -1,0 +1,23 @@
+"""bench/bench_service.py runs end to end (on a tiny model and generated scans) and reports its figures."""
+import json
+import os
+import subprocess
+import sys
+
+from tests.service.conftest import REPO
+from tests.synthetic import tiny_model, write_dataset
+
+
+def test_benchmark_reports_every_figure(tmp_path):
+    """The benchmark prints throughput, latencies, the decode-only rate and the plain loop's rate."""
+    tiny_model(tmp_path / "model.npz", size=32)
+    write_dataset(tmp_path / "data", per_class=10, size=64)
+    cmd = [sys.executable, str(REPO / "bench" / "bench_service.py"), "--model", str(tmp_path / "model.npz"),
+           "--data", str(tmp_path / "data"), "--burst", "40", "--idle", "2", "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["burst"]["n"] == 40 and out["burst"]["failed"] == 0 and out["burst"]["scans_per_s"] > 0
+    assert out["idle"]["n"] == 2 and out["idle"]["max_ms"] > 0
+    assert out["decode_only_scans_per_s"] > 0 and out["plain_loop"]["scans_per_s"] > 0
+    assert out["service_exit_code"] == 0

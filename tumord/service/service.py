@@ -1,0 +1,238 @@
+"""Wiring: folders, lock, ledger, model, the threads, signals, and one way to shut down.
+
+    observer -> Intake -> ready -> Classify (+ decode pool) -> batches -> Commit
+                                       ^ ModelSlot <- Swapper (pointer poll, SIGHUP)
+    Pinger: READY / STATUS / WATCHDOG to systemd
+
+SIGTERM and SIGINT: the observer and intake stop (no new files), the classifier finishes its
+batch, the commit stage empties its queue, then exit 0. Files still queued stay in input/ for
+the next start. A component that dies makes the service exit 1 so that systemd restarts it.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from tumord.checkpoint import load
+from tumord.config import ConfigError
+from tumord.registry import current_model_path
+from tumord.service.classify import Classify, Limits
+from tumord.service.commit import Commit, Counters, Folders
+from tumord.service.intake import EVENT_FILTER, Inflight, Intake
+from tumord.service.ledger import Ledger
+from tumord.service.notify import Notifier, Pinger, watchdog_interval
+from tumord.service.swap import ModelSlot, Swapper, check_model
+from tumord.service.verdicts import CSV_NAME, VerdictCsv, sweep_temporaries
+
+LEDGER_NAME = "ledger.sqlite3"
+LOCK_NAME = ".tumord-watch.lock"
+
+
+@dataclass
+class Settings:
+    input: Path
+    output: Path
+    archive: Path
+    failed: Path
+    models: Path
+    model_file: Path | None
+    recursive: bool
+    observer: str
+    poll_seconds: float
+    settle_seconds: float
+    stable_seconds: float
+    rescan_seconds: float
+    batch_size: int
+    decode_threads: int
+    max_pixels: int
+    max_bytes: int
+    delete_classified: bool
+    model_poll_seconds: float
+    stall_seconds: float
+    drain_seconds: float
+
+    @classmethod
+    def from_config(cls, cfg: dict, source: str, model_file: Path | None = None) -> "Settings":
+        """Checks values and folders; a problem is a ConfigError naming `source` and the key."""
+        w, p = cfg["watch"], cfg["paths"]
+        for key in ("poll_seconds", "settle_seconds", "stable_seconds", "rescan_seconds", "model_poll_seconds",
+                    "stall_seconds", "drain_seconds", "batch_size", "decode_threads", "max_pixels", "max_bytes"):
+            if not w[key] > 0:
+                raise ConfigError(f"{source}: watch.{key} = {w[key]!r} is not valid; expected a positive number")
+        inp = Path(p["input"]).absolute()
+        if not inp.is_dir():
+            what = "is not a folder" if inp.exists() else "does not exist"
+            raise ConfigError(f"{source}: paths.input = {p['input']!r}: the input folder {what} ({inp})")
+        out = Path(p["output"]).absolute()
+        folders = {"paths.output": out, "watch.archive": out / w["archive"], "watch.failed": out / w["failed"]}
+        real_in = os.path.realpath(inp)
+        for key, folder in folders.items():
+            real = os.path.realpath(folder)
+            if real == real_in or (w["recursive"] and real.startswith(real_in + os.sep)):
+                raise ConfigError(f"{source}: {key} = {str(folder)!r} is inside the input folder; "
+                                  "the service would judge its own output")
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"{source}: {key}: cannot create {folder} ({e.strerror})") from None
+        return cls(
+            input=inp, output=out, archive=folders["watch.archive"], failed=folders["watch.failed"],
+            models=Path(p["models"]).absolute(), model_file=model_file, recursive=w["recursive"],
+            observer=w["observer"], poll_seconds=w["poll_seconds"], settle_seconds=w["settle_seconds"],
+            stable_seconds=w["stable_seconds"], rescan_seconds=w["rescan_seconds"], batch_size=w["batch_size"],
+            decode_threads=w["decode_threads"], max_pixels=w["max_pixels"], max_bytes=w["max_bytes"],
+            delete_classified=w["on_success"] == "delete", model_poll_seconds=w["model_poll_seconds"],
+            stall_seconds=w["stall_seconds"], drain_seconds=w["drain_seconds"],
+        )
+
+
+def native_observer():
+    """inotify with full events on Linux (a move from outside is a move, i.e. a finished file, not a
+    creation of a maybe empty one); elsewhere the platform's observer, where a move-in may look like a
+    creation and waits the longer `stable` window."""
+    try:
+        from watchdog.observers.inotify import InotifyObserver
+    except ImportError:
+        return Observer()
+    return InotifyObserver(generate_full_events=True)
+
+
+class Service:
+    def __init__(self, settings: Settings, log):
+        self.s, self.log = settings, log
+        self.stop_requested = threading.Event()
+        self.counters = Counters()
+        self.inflight = Inflight()
+        self.notifier = Notifier()
+
+    # --- start -------------------------------------------------------------------------------
+    def _lock(self) -> None:
+        self._lock_file = open(self.s.output / LOCK_NAME, "w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"{self.s.output}: another `tumord watch` is already writing to this output folder") \
+                from None
+
+    def start(self) -> None:
+        s = self.s
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # bad files are logged by us, once
+        self._lock()
+        model = load(s.model_file if s.model_file is not None else current_model_path(s.models))
+        check_model(model, None)
+        self.slot = ModelSlot(model)
+        for p in sweep_temporaries(s.output, s.archive, s.failed):
+            self.log.info("startup.swept", file=str(p), reason="temporary file left by an interrupted run")
+        self.ledger = Ledger(s.output / LEDGER_NAME)
+        self.csv = VerdictCsv(s.output / CSV_NAME, model.class_names)
+        self.ready: queue.Queue = queue.Queue()
+        self.batches: queue.Queue = queue.Queue(maxsize=2)  # backpressure when the disk is slow
+        folders = Folders(s.input, s.output, s.archive, s.failed, s.delete_classified)
+        self.commit = Commit(batches=self.batches, ledger=self.ledger, csv=self.csv, folders=folders,
+                             inflight=self.inflight, counters=self.counters, log=self.log)
+        recovered = self.commit.recover()  # before the CSV header check: offsets refer to the old file
+        rotated = self.csv.open()
+        if rotated:
+            self.log.warning("verdicts.rotated", old=str(rotated), reason="the model's classes differ from its columns")
+        self.intake = Intake(s.input, recursive=s.recursive, settle=s.settle_seconds, stable=s.stable_seconds,
+                             rescan_seconds=s.rescan_seconds, ready=self.ready, inflight=self.inflight, log=self.log)
+        self.classify = Classify(root=s.input, ready=self.ready, out=self.batches, slot=self.slot, ledger=self.ledger,
+                                 limits=Limits(s.max_pixels, s.max_bytes), batch_size=s.batch_size,
+                                 threads=s.decode_threads, inflight=self.inflight, retry=self.intake.retry,
+                                 log=self.log)
+        self.swapper = Swapper(self.slot, models_dir=None if s.model_file else s.models, model_file=s.model_file,
+                               poll_seconds=s.model_poll_seconds, log=self.log)
+        self.observer = PollingObserver(timeout=s.poll_seconds) if s.observer == "polling" else native_observer()
+        self.observer.schedule(self.intake.handler, str(s.input), recursive=s.recursive, event_filter=EVENT_FILTER)
+        self.observer.start()  # before the backlog scan in intake, so nothing falls between the two
+        for t in (self.commit, self.classify, self.intake, self.swapper):
+            t.start()
+        self.pinger = Pinger(self.notifier, watchdog_interval(), self.healthy, self.status)
+        self.pinger.start()
+        self.notifier.send(READY=1, STATUS=self.status())
+        self.log.info("service.ready", input=str(s.input), output=str(s.output), model=model.identity,
+                      observer=s.observer, recursive=s.recursive, recovered=recovered,
+                      ledger=self.ledger.counts())
+
+    # --- health and status ---------------------------------------------------------------------
+    def _workers(self) -> list:
+        return [self.intake, self.classify, self.commit, self.swapper]
+
+    def dead(self) -> list[str]:
+        """Components whose thread has ended."""
+        gone = [t.name for t in self._workers() if not t.is_alive()]
+        if not self.observer.is_alive() or not all(e.is_alive() for e in self.observer.emitters):
+            gone.append("observer")
+        return gone
+
+    def healthy(self) -> bool:
+        """Alive and not hung: what earns a systemd watchdog ping."""
+        now = time.monotonic()
+        return not self.dead() and all(now - t.heartbeat < self.s.stall_seconds for t in self._workers())
+
+    def status(self) -> str:
+        c = self.counters
+        queued = self.intake.pending() + len(self.inflight)
+        return (f"classified {c.classified}, failed {c.failed}, skipped {c.skipped}, queued {queued}; "
+                f"model {self.slot.model.identity['version']}")
+
+    # --- run and stop -----------------------------------------------------------------------
+    def run(self) -> int:
+        """Serves until SIGTERM/SIGINT (exit 0) or a component dies (exit 1)."""
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        signal.signal(signal.SIGTERM, lambda *_: self.stop_requested.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop_requested.set())
+        reload_asked = threading.Event()  # a SIGHUP while starting is kept, not fatal
+        signal.signal(signal.SIGHUP, lambda *_: reload_asked.set())
+        try:
+            self.start()
+            signal.signal(signal.SIGHUP, lambda *_: self.swapper.reload())
+            if reload_asked.is_set():
+                self.swapper.reload()
+            code = 0
+            while not self.stop_requested.wait(0.5):
+                dead = self.dead()
+                if dead:  # a hung (alive) thread is left to the systemd watchdog
+                    self.log.error("service.component_died", components=dead)
+                    code = 1
+                    break
+            return self.shutdown(code)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def shutdown(self, code: int = 0) -> int:
+        deadline = time.monotonic() + self.s.drain_seconds
+        self.notifier.send(STOPPING=1, STATUS="draining: finishing the scans in hand")
+        self.log.info("service.stopping", in_flight=len(self.inflight))
+        self.observer.stop()
+        self.intake.stop()
+        self.classify.stop()
+        self.swapper.stop()
+        for t in (self.observer, self.intake, self.classify, self.commit):
+            t.join(max(0.0, deadline - time.monotonic()))
+        drained = not self.commit.is_alive() and not self.classify.is_alive()
+        if not drained:
+            self.commit.stopping.set()
+            self.log.error("service.drain_timeout", seconds=self.s.drain_seconds,
+                           note="unfinished scans are completed at the next start")
+            code = code or 1
+        else:
+            self.ledger.close()
+        self.pinger.stop()
+        self.log.info("service.stopped", code=code, classified=self.counters.classified,
+                      failed=self.counters.failed, skipped=self.counters.skipped)
+        self.notifier.close()
+        if not drained:  # a thread stuck in I/O would hold up interpreter exit; the ledger makes this safe
+            os._exit(code)
+        return code
