@@ -77,6 +77,18 @@ def test_predict_json_classifies_and_reports_bad_files_without_stopping(trained,
     assert "bad.png" in captured.err
 
 
+def test_predict_explain_writes_a_heat_map_png(trained, monkeypatch, capsys, tmp_path):
+    """--explain writes a PNG heat map per image and names it in the JSON line."""
+    monkeypatch.chdir(trained)
+    img = tmp_path / "t.png"
+    cv2.imwrite(str(img), scan(True, np.random.default_rng(3), 64))
+    capsys.readouterr()
+    assert main(["predict", "--json", "--explain", "--explain-dir", str(tmp_path / "maps"), str(img)]) == 0
+    row = json.loads(capsys.readouterr().out)
+    heat = cv2.imread(row["explanation"])
+    assert row["explanation"].endswith("t.explain.png") and heat is not None and heat.shape[1] == 2 * heat.shape[0]
+
+
 def test_bad_setting_is_one_clear_line_and_exit_code_2(tmp_path, monkeypatch, capsys):
     """An unknown or mistyped setting names the key and the file."""
     monkeypatch.chdir(tmp_path)
@@ -93,6 +105,10 @@ def test_shipped_config_matches_the_built_in_defaults():
     """config.yaml documents every setting with its default value."""
     from pathlib import Path
 
+    import yaml
+
     from tumord.config import DEFAULTS, load_config
 
-    assert load_config(Path(__file__).parents[1] / "config.yaml") == DEFAULTS
+    path = Path(__file__).parents[1] / "config.yaml"
+    assert load_config(path) == DEFAULTS
+    assert yaml.safe_load(path.read_text()) == DEFAULTS  # every key written out, none left to the code

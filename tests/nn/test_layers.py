@@ -109,3 +109,19 @@ def test_adamw_and_sgd_steps_match_the_formulas_worked_by_hand():
     sgd.step([("0.b", p, g)])
     sgd.step([("0.b", p, g)])
     np.testing.assert_allclose(p, [1 - 0.1 - (0.9 * 0.1 + 0.1)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adamw"])
+def test_block_wise_updates_equal_whole_array_updates(kind):
+    """Updating in blocks (to avoid temporaries) gives the same result as one whole-array pass."""
+    from tumord.nn.optim import make_optimizer
+
+    results = []
+    for block in (3, 1 << 18):
+        p = np.arange(10, dtype=np.float32).reshape(2, 5) / 7
+        opt = make_optimizer(kind, lr=0.1, weight_decay=0.01)
+        opt.BLOCK = block
+        for g in np.random.default_rng(1).standard_normal((3, 2, 5)).astype(np.float32):
+            opt.step([("0.W", p, g)])
+        results.append(p)
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-6)

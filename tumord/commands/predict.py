@@ -15,6 +15,10 @@ def register(sub) -> None:
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     p.add_argument("--model", type=Path, default=None, help="model file (default: the current model)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--explain", action="store_true",
+                   help="also write a heat map of the region that drove each verdict (IMAGE_STEM.explain.png)")
+    p.add_argument("--explain-dir", type=Path, default=None,
+                   help="folder for the heat maps (default: beside each image)")
     add_config_options(p)
     p.set_defaults(run=run)
 
@@ -39,6 +43,12 @@ def run(args: argparse.Namespace) -> int:
             "confidence": round(float(probs.max()), 6),
             "model": model.identity,
         }
+        if args.explain:
+            from tumord.explain import write_explanation
+
+            folder = args.explain_dir or path.parent
+            folder.mkdir(parents=True, exist_ok=True)
+            result["explanation"] = str(write_explanation(model, img, folder / f"{path.stem}.explain.png"))
         if args.json:
             print(json.dumps(result), flush=True)
         else:

@@ -1,0 +1,40 @@
+"""Heat-map PNGs that show which region of a scan drove its verdict."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from tumord.atomic import write_atomic
+from tumord.checkpoint import Classifier
+from tumord.data.images import to_input
+from tumord.nn.saliency import input_gradient
+
+
+def heatmap(model: Classifier, image: np.ndarray) -> tuple[np.ndarray, int]:
+    """Saliency of the predicted class for one uint8 (size, size) image, scaled to [0, 1]."""
+    x = to_input(image[None], model.net.input_shape)
+    label = int(model.predict(image[None])[0].argmax())
+    grad = input_gradient(model.net, x, np.array([label])).reshape(image.shape)
+    sal = cv2.GaussianBlur(np.abs(grad).astype(np.float32), (0, 0), max(1.0, image.shape[0] / 64))
+    top = np.percentile(sal, 99.5)  # a few extreme pixels should not wash out the rest
+    return np.clip(sal / top, 0, 1) if top > 0 else sal, label
+
+
+def render(image: np.ndarray, sal: np.ndarray, label: str, confidence: float) -> bytes:
+    """The scan with the heat map laid over it, and the verdict written on it, as PNG bytes."""
+    side = max(256, image.shape[0])
+    gray = cv2.cvtColor(cv2.resize(image, (side, side)), cv2.COLOR_GRAY2BGR)
+    heat = cv2.applyColorMap((cv2.resize(sal, (side, side)) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    alpha = cv2.resize(sal, (side, side))[..., None] * 0.6
+    out = (gray * (1 - alpha) + heat * alpha).astype(np.uint8)
+    cv2.putText(out, f"{label} {confidence:.2f}", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2)
+    ok, png = cv2.imencode(".png", np.hstack([gray, out]))
+    return png.tobytes()
+
+
+def write_explanation(model: Classifier, image: np.ndarray, path: str | Path) -> Path:
+    sal, label = heatmap(model, image)
+    conf = float(model.predict(image[None])[0].max())
+    return write_atomic(path, render(image, sal, model.class_names[label], conf))
