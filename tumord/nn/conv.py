@@ -1,0 +1,304 @@
+"""Convolution and pooling layers for (N, C, H, W) input, plus the CNN architecture.
+
+Memory layout: a convolution computes all its outputs with one matrix product whose result is
+channel-major, (C, N, H, W) in memory. It returns that as an (N, C, H, W) *view*; batch norm and
+ReLU keep the layout (numpy's order="K"), the pooling layers here keep it too, and the next
+convolution reads it back with a free transpose. So no layer pays for a transpose copy. Every
+layer still accepts input of any strides.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tumord.nn.layers import Layer
+
+
+def _channel_major(n: int, c: int, h: int, w: int, dtype, zeros: bool = False) -> np.ndarray:
+    """An (N, C, H, W) array stored as (C, N, H, W), the layout the convolutions produce."""
+    return (np.zeros if zeros else np.empty)((c, n, h, w), dtype).transpose(1, 0, 2, 3)
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
+
+
+class Conv2D(Layer):
+    """Stride-1 convolution as im2col + one matrix product (forward, weight and input gradients).
+
+    The column buffer is (C_in, kh*kw, N, H_out, W_out): each of the kh*kw kernel taps is one
+    shifted slice copy of the whole batch, never a loop over pixels or images. Out-of-image
+    positions ('same' padding) are zero strips in the buffer, so the input is never padded.
+    """
+
+    def __init__(self, in_channels: int, filters: int, kernel=3, padding: str = "same", bias: bool = True,
+                 rng: np.random.Generator | None = None):
+        super().__init__()
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+        rng = rng or np.random.default_rng(0)
+        self.in_channels, self.filters, self.padding = in_channels, filters, padding
+        self.kh, self.kw = _pair(kernel)
+        # 'same': the top/left pad is the smaller half for even kernels (as TensorFlow does)
+        self.pad = ((self.kh - 1) // 2, (self.kw - 1) // 2) if padding == "same" else (0, 0)
+        scale = np.sqrt(2.0 / (in_channels * self.kh * self.kw))  # He, for the ReLU that follows
+        shape = (filters, in_channels, self.kh, self.kw)
+        self.params["kernel"] = (rng.standard_normal(shape, dtype=np.float32) * scale).astype(np.float32)
+        if bias:
+            self.params["b"] = np.zeros(filters, np.float32)
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self._buf: np.ndarray | None = None  # column scratch, reused across steps (large: avoid page faults)
+        self._cols: np.ndarray | None = None  # columns kept for backward
+
+    def output_shape(self, input_shape):
+        _, h, w = input_shape
+        return (self.filters, *self._out_hw(h, w))
+
+    def _out_hw(self, h: int, w: int) -> tuple[int, int]:
+        if self.padding == "same":
+            return h, w
+        if h < self.kh or w < self.kw:
+            raise ValueError(f"a {self.kh}x{self.kw} 'valid' convolution needs at least that input, got {h}x{w}")
+        return h - self.kh + 1, w - self.kw + 1
+
+    def _taps(self, h: int, w: int, ho: int, wo: int):
+        """Per kernel tap: its index, the output rows/cols it reaches and the input offset."""
+        for ky in range(self.kh):
+            dy = ky - self.pad[0]
+            y0, y1 = max(0, -dy), min(ho, h - dy)
+            for kx in range(self.kw):
+                dx = kx - self.pad[1]
+                x0, x1 = max(0, -dx), min(wo, w - dx)
+                yield ky * self.kw + kx, slice(y0, y1), slice(x0, x1), slice(y0 + dy, y1 + dy), slice(x0 + dx, x1 + dx)
+
+    def _column_buffer(self, shape, dtype, training: bool) -> np.ndarray:
+        """The kept buffer when it fits; training replaces it, while inference (validation
+        batches of another size, or a pass before a pending backward) takes a temporary one."""
+        fits = self._buf is not None and self._buf.shape == shape and self._buf.dtype == dtype
+        if fits and (training or self._cols is None):
+            return self._buf
+        buf = np.empty(shape, dtype)
+        if training:
+            self._buf = buf
+        return buf
+
+    def forward(self, x, training=False):
+        n, c, h, w = x.shape
+        ho, wo = self._out_hw(h, w)
+        shape = (c, self.kh * self.kw, n, ho, wo)
+        cols = self._column_buffer(shape, np.result_type(x.dtype, self.params["kernel"].dtype), training)
+        xc = x.transpose(1, 0, 2, 3)  # (C, N, H, W): free for channel-major input
+        for t, oy, ox, iy, ix in self._taps(h, w, ho, wo):
+            dst = cols[:, t]
+            dst[:, :, oy, ox] = xc[:, :, iy, ix]
+            # zero the strips that fall outside the image (backward reuses the buffer for dcols)
+            dst[:, :, : oy.start] = 0
+            dst[:, :, oy.stop :] = 0
+            dst[:, :, :, : ox.start] = 0
+            dst[:, :, :, ox.stop :] = 0
+        k = self.params["kernel"]
+        out = k.reshape(self.filters, -1) @ cols.reshape(c * self.kh * self.kw, -1)  # (C_out, N*Ho*Wo)
+        if "b" in self.params:
+            out += self.params["b"][:, None]
+        if training:
+            self._cols, self._in_hw = cols, (h, w)
+        return out.reshape(self.filters, n, ho, wo).transpose(1, 0, 2, 3)
+
+    def backward(self, grad_out, need_input_grad=True):
+        cols, self._cols = self._cols, None
+        c, taps, n, ho, wo = cols.shape
+        cols2 = cols.reshape(c * taps, -1)
+        g = grad_out.transpose(1, 0, 2, 3).reshape(self.filters, -1)  # free for channel-major grad_out
+        # as (K, C_out) = cols @ g.T: the same product, but OpenBLAS runs this orientation ~10% faster
+        self.grads["kernel"].reshape(self.filters, -1)[...] = (cols2 @ g.T).T
+        if "b" in self.params:
+            self.grads["b"][...] = g.sum(axis=1)
+        if not need_input_grad:
+            return None
+        # the columns are used up: their buffer takes the column gradients
+        np.matmul(self.params["kernel"].reshape(self.filters, -1).T, g, out=cols2)
+        h, w = self._in_hw
+        # col2im: every tap adds its shifted slice back. With 'same' padding the unshifted tap
+        # covers the whole image, so it initializes dx instead of a pass of zeros.
+        if self.padding == "same":
+            centre = self.pad[0] * self.kw + self.pad[1]
+            dx = cols[:, centre].copy()
+        else:
+            centre, dx = None, np.zeros((c, n, h, w), cols.dtype)
+        for t, oy, ox, iy, ix in self._taps(h, w, ho, wo):
+            if t != centre:
+                dx[:, :, iy, ix] += cols[:, t, :, oy, ox]
+        return dx.transpose(1, 0, 2, 3)  # (C, N, H, W) memory, channel-major like the forward output
+
+    def config(self):
+        kernel = self.kh if self.kh == self.kw else [self.kh, self.kw]
+        return {"type": "conv2d", "filters": self.filters, "kernel": kernel, "padding": self.padding,
+                "bias": "b" in self.params}
+
+
+class _Pool2D(Layer):
+    """Non-overlapping size x size windows (stride = size); a leftover last row/column is dropped.
+
+    Pooling is separable: first across the rows of each window, whose slices are contiguous in
+    memory (fast vectorized ops on the big input), then across the columns of the row-pooled,
+    size-times smaller array, whose slices have a stride.
+    """
+
+    kind = ""
+
+    def __init__(self, size: int = 2):
+        super().__init__()
+        if int(size) < 2:
+            raise ValueError(f"pool size must be at least 2, got {size}")
+        self.size = int(size)
+
+    def output_shape(self, input_shape):
+        c, h, w = input_shape
+        return (c, h // self.size, w // self.size)
+
+    def _rows(self, x: np.ndarray) -> list[np.ndarray]:
+        p, ho, wo = self.size, x.shape[2] // self.size, x.shape[3] // self.size
+        return [x[:, :, i : ho * p : p, : wo * p] for i in range(p)]
+
+    def _cols(self, x: np.ndarray) -> list[np.ndarray]:
+        return [x[:, :, :, j :: self.size] for j in range(self.size)]
+
+    def _grad_buffers(self, grad_out):
+        """(dx, its row-window views, the row-pooled gradient and its column views)."""
+        (n, c, h, w), dtype = self._in
+        exact = h % self.size == 0 and w % self.size == 0  # otherwise the dropped edge gets zeros
+        dx = _channel_major(n, c, h, w, dtype, zeros=not exact)
+        drows = _channel_major(n, c, h // self.size, w // self.size * self.size, dtype)
+        return dx, self._rows(dx), drows, self._cols(drows)
+
+    def config(self):
+        return {"type": self.kind, "size": self.size}
+
+
+def _max_argmax(views: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Elementwise max over the views and the index of the first view holding it (ties: one
+    winner, so a flat region does not duplicate the gradient)."""
+    out = np.maximum(views[0], views[1])
+    arg = (views[1] > views[0]).view(np.uint8)
+    for i, v in enumerate(views[2:], 2):
+        np.copyto(arg, i, where=v > out)
+        np.maximum(out, v, out=out)
+    return out, arg
+
+
+def _route(grad: np.ndarray, arg: np.ndarray, outs: list[np.ndarray]) -> None:
+    """outs[i] = grad where arg == i, else 0."""
+    for i, d in enumerate(outs[1:], 1):
+        np.multiply(grad, arg == i, out=d)
+    if len(outs) == 2:  # the rest, exactly, and cheaper than a mixed float * bool product
+        np.subtract(grad, outs[1], out=outs[0])
+    else:
+        np.multiply(grad, arg == 0, out=outs[0])
+
+
+class MaxPool2D(_Pool2D):
+    kind = "maxpool"
+
+    def forward(self, x, training=False):
+        rows, row_arg = _max_argmax(self._rows(x))
+        out, col_arg = _max_argmax(self._cols(rows))
+        if training:
+            self._args, self._in = (row_arg, col_arg), (x.shape, x.dtype)
+        return out
+
+    def backward(self, grad_out, need_input_grad=True):
+        (row_arg, col_arg), self._args = self._args, None
+        dx, dx_rows, drows, drows_cols = self._grad_buffers(grad_out)
+        _route(grad_out, col_arg, drows_cols)  # each window's gradient goes to its winning element
+        _route(drows, row_arg, dx_rows)
+        return dx
+
+
+def _sum(views: list[np.ndarray]) -> np.ndarray:
+    out = views[0] + views[1]
+    for v in views[2:]:
+        out += v
+    return out
+
+
+class AvgPool2D(_Pool2D):
+    kind = "avgpool"
+
+    def forward(self, x, training=False):
+        out = _sum(self._cols(_sum(self._rows(x))))
+        out *= 1.0 / self.size**2
+        self._in = (x.shape, x.dtype)
+        return out
+
+    def backward(self, grad_out, need_input_grad=True):
+        dx, dx_rows, drows, drows_cols = self._grad_buffers(grad_out)
+        g = grad_out * (1.0 / self.size**2)
+        for d in drows_cols:
+            d[...] = g
+        for d in dx_rows:
+            d[...] = drows
+        return dx
+
+
+class GlobalAvgPool(Layer):
+    """(N, C, H, W) -> (N, C): the mean of each channel."""
+
+    def forward(self, x, training=False):
+        self._in = (x.shape, x.dtype)
+        return x.mean(axis=(2, 3))
+
+    def backward(self, grad_out, need_input_grad=True):
+        (n, c, h, w), dtype = self._in
+        dx = _channel_major(n, c, h, w, dtype)
+        dx[...] = (grad_out / (h * w))[:, :, None, None]
+        return dx
+
+    def output_shape(self, input_shape):
+        return (input_shape[0],)
+
+    def config(self):
+        return {"type": "globalavgpool"}
+
+
+def _image_channels(shape, kind: str) -> int:
+    if len(shape) != 3:
+        raise ValueError(f"{kind} needs (channels, height, width) input, got shape {tuple(shape)}")
+    return int(shape[0])
+
+
+def _build_conv2d(spec, shape, rng):
+    return Conv2D(_image_channels(shape, "conv2d"), spec["filters"], spec.get("kernel", 3),
+                  spec.get("padding", "same"), spec.get("bias", True), rng)
+
+
+def _build_pool(cls):
+    def build(spec, shape, rng):
+        _image_channels(shape, cls.kind)
+        return cls(spec.get("size", 2))
+    return build
+
+
+def _build_global_avg_pool(spec, shape, rng):
+    _image_channels(shape, "globalavgpool")
+    return GlobalAvgPool()
+
+
+LAYER_BUILDERS = {
+    "conv2d": _build_conv2d,
+    "maxpool": _build_pool(MaxPool2D),
+    "avgpool": _build_pool(AvgPool2D),
+    "globalavgpool": _build_global_avg_pool,
+}
+
+
+def cnn_spec(channels=(16, 32, 64, 128, 256), classes: int = 2, dropout: float = 0.2) -> list[dict]:
+    """Blocks of conv3x3 (no bias: batch norm follows) + batch norm + ReLU + 2x2 max pool,
+    then global average pooling, dropout and a dense classifier."""
+    spec: list[dict] = []
+    for filters in channels:
+        spec += [
+            {"type": "conv2d", "filters": filters, "kernel": 3, "padding": "same", "bias": False},
+            {"type": "batchnorm"},
+            {"type": "relu"},
+            {"type": "maxpool", "size": 2},
+        ]
+    return spec + [{"type": "globalavgpool"}, {"type": "dropout", "rate": dropout}, {"type": "dense", "units": classes}]
