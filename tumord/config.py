@@ -71,7 +71,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "failed": "failed",
         "model_poll_seconds": 1.0,  # how often models/current.json is checked for a new model
         "stall_seconds": 60.0,  # a worker silent this long is hung: systemd watchdog pings stop
-        "drain_seconds": 8.0,  # SIGTERM: longest wait for in-flight scans before exiting
+        "drain_seconds": 8.0,
+        "explain": False,  # SIGTERM: longest wait for in-flight scans before exiting
     },
     "registry": {
         "keep": 10,  # versions kept, newest first; the current and the previous are always kept too

@@ -34,7 +34,11 @@ def render(image: np.ndarray, sal: np.ndarray, label: str, confidence: float) ->
     return png.tobytes()
 
 
-def write_explanation(model: Classifier, image: np.ndarray, path: str | Path) -> Path:
+def explanation_png(model: Classifier, image: np.ndarray) -> bytes:
     sal, label = heatmap(model, image)
     conf = float(model.predict(image[None])[0].max())
-    return write_atomic(path, render(image, sal, model.class_names[label], conf))
+    return render(image, sal, model.class_names[label], conf)
+
+
+def write_explanation(model: Classifier, image: np.ndarray, path: str | Path) -> Path:
+    return write_atomic(path, explanation_png(model, image))

@@ -309,3 +309,20 @@ class TestSignals:
         assert got[0].startswith("READY=1") and "STATUS=" in got[0] and "model " in got[0]
         assert text.count("WATCHDOG=1") >= 2
         assert any("classified 1" in m for m in got) and "STOPPING=1" in text
+
+
+class TestExplain:
+    def test_explain_option_writes_a_heat_map_beside_each_verdict(self, service, rng):
+        """With watch.explain, each verdict names a PNG heat map written beside it; failures get none."""
+        w = service(watch={"explain": True}).start()
+        w.wait_for("service.ready")
+        drop(w.input, "a.png", png(rng))
+        drop(w.input, "bad.png", b"not an image")
+        w.wait_for("scan.classified")
+        w.wait_for("scan.failed")
+        assert w.stop() == 0
+        (v,) = verdicts(w.output)
+        heat = cv2.imread(str(w.output / v["explanation"]))
+        assert v["explanation"] == v["verdict"].replace(".json", ".png")
+        assert heat is not None and heat.shape[1] == 2 * heat.shape[0]
+        assert sorted(p.suffix for p in w.output.glob("*.png")) == [".png"]

@@ -20,6 +20,7 @@ import numpy as np
 
 from tumord.checkpoint import Classifier
 from tumord.data.images import ImageError, decode_gray, resize
+from tumord.explain import explanation_png
 from tumord.service import safety
 from tumord.service.intake import Inflight, Ready, utc_now
 from tumord.service.ledger import Fingerprint, Ledger, Row
@@ -38,6 +39,7 @@ class Scan:
     previous: Row | None = None  # its row from an earlier attempt, if any
     probabilities: np.ndarray | None = None
     classified_at: str = ""
+    explanation: bytes | None = None  # heat-map PNG, when the service is asked to explain
 
     @property
     def path(self) -> str:
@@ -119,12 +121,13 @@ def prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
 
 class Classify(threading.Thread):
     def __init__(self, *, root, ready: queue.Queue, out: queue.Queue, slot, ledger: Ledger, limits: Limits,
-                 batch_size: int, threads: int, inflight: Inflight, retry, log):
+                 batch_size: int, threads: int, inflight: Inflight, retry, log, explain: bool = False):
         super().__init__(name="classify", daemon=True)
         self.root = os.path.abspath(root)
         self.ready, self.out, self.slot, self.ledger = ready, out, slot, ledger
         self.limits, self.batch_size, self.inflight, self.retry, self.log = limits, batch_size, inflight, retry, log
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="decode")
+        self.explain = explain
         self.stopping = threading.Event()
         self.heartbeat = time.monotonic()
 
@@ -188,6 +191,8 @@ class Classify(threading.Thread):
             now = utc_now()
             for s, p in zip(todo, probs):
                 s.probabilities, s.classified_at = p, now
+                if self.explain:
+                    s.explanation = explanation_png(batch.model, s.image)
         for s in batch.scans:
             s.image = None  # the commit stage needs only the probabilities
         return batch

@@ -126,6 +126,8 @@ class Commit(threading.Thread):
             update, record, target = self._outcome(scan, row, model)
             updates.append(update)
             files.append((target, to_json(record)))
+            if scan.explanation is not None and scan.error is None:
+                files.append((self.folders.output / record["explanation"], scan.explanation))
         write_files(files, self.io)
         at = self.csv.size()
         for u in updates:
@@ -174,6 +176,7 @@ class Commit(threading.Thread):
                 "classified_at": scan.classified_at,
                 "tumord_version": __version__,
                 "verdict": f"{row.name}.json",
+                **({"explanation": f"{row.name}.png"} if scan.explanation is not None else {}),
                 "archived_as": "" if f.delete_classified else str(f.archive / f"{row.name}{suffix}"),
             }
             update.update(outcome="classified", label=label, model=model.identity["version"],
@@ -264,7 +267,8 @@ class Commit(threading.Thread):
                     continue  # still there: the backlog scan resumes it under the same name
             except OSError:
                 pass
-            for p in (self.folders.output / f"{row.name}.json", self.folders.failed / f"{row.name}.error.json"):
+            for p in (self.folders.output / f"{row.name}.json", self.folders.output / f"{row.name}.png",
+                      self.folders.failed / f"{row.name}.error.json"):
                 p.unlink(missing_ok=True)
             dropped.append(row.id)
             self.log.info("scan.abandoned", file=printable(row.fingerprint.path), name=row.name,

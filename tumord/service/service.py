@@ -60,6 +60,7 @@ class Settings:
     model_poll_seconds: float
     stall_seconds: float
     drain_seconds: float
+    explain: bool = False
 
     @classmethod
     def from_config(cls, cfg: dict, source: str, model_file: Path | None = None) -> "Settings":
@@ -92,7 +93,7 @@ class Settings:
             stable_seconds=w["stable_seconds"], rescan_seconds=w["rescan_seconds"], batch_size=w["batch_size"],
             decode_threads=w["decode_threads"], max_pixels=w["max_pixels"], max_bytes=w["max_bytes"],
             delete_classified=w["on_success"] == "delete", model_poll_seconds=w["model_poll_seconds"],
-            stall_seconds=w["stall_seconds"], drain_seconds=w["drain_seconds"],
+            stall_seconds=w["stall_seconds"], drain_seconds=w["drain_seconds"], explain=w["explain"],
         )
 
 
@@ -149,7 +150,7 @@ class Service:
         self.classify = Classify(root=s.input, ready=self.ready, out=self.batches, slot=self.slot, ledger=self.ledger,
                                  limits=Limits(s.max_pixels, s.max_bytes), batch_size=s.batch_size,
                                  threads=s.decode_threads, inflight=self.inflight, retry=self.intake.retry,
-                                 log=self.log)
+                                 log=self.log, explain=s.explain)
         self.swapper = Swapper(self.slot, models_dir=None if s.model_file else s.models, model_file=s.model_file,
                                poll_seconds=s.model_poll_seconds, log=self.log)
         self.observer = PollingObserver(timeout=s.poll_seconds) if s.observer == "polling" else native_observer()
