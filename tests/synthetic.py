@@ -11,6 +11,26 @@ from tumord.data.images import Preprocess
 from tumord.nn.network import Network, mlp_spec
 
 
+# a small fully connected network on 32x32 scans with plain SGD: learns generated scans in a second
+SMALL_MLP = {
+    "preprocess": {"size": 32},
+    "model": {"architecture": "mlp", "hidden": 32},
+    "train": {"batch_size": 16, "epochs": 12, "lr": 0.02, "optimizer": "sgd", "schedule": "step",
+              "weight_decay": 0.0, "label_smoothing": 0.0, "patience": 8, "augment": {"enabled": False}},
+}
+
+
+def as_set_options(settings: dict, prefix: str = "") -> list[str]:
+    """{"train": {"lr": 0.1}} -> ["--set", "train.lr=0.1"]"""
+    out = []
+    for k, v in settings.items():
+        if isinstance(v, dict):
+            out += as_set_options(v, f"{prefix}{k}.")
+        else:
+            out += ["--set", f"{prefix}{k}={str(v).lower() if isinstance(v, bool) else v}"]
+    return out
+
+
 def scan(tumor: bool, rng: np.random.Generator, size: int = 96) -> np.ndarray:
     img = np.zeros((size, size), np.float32)
     c = size / 2 + rng.uniform(-size * 0.12, size * 0.12, 2)

@@ -5,13 +5,12 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.synthetic import scan, write_dataset
+from tests.synthetic import SMALL_MLP, as_set_options, scan, write_dataset
 from tumord import checkpoint
 from tumord.cli import main
 from tumord.registry import current_model_path
 
-SMALL = ["--set", "preprocess.size=32", "--set", "model.hidden=32", "--set", "train.batch_size=16",
-         "--set", "train.epochs=12", "--set", "train.lr=0.02", "--set", "train.augment.enabled=false"]
+SMALL = as_set_options(SMALL_MLP)
 
 
 @pytest.fixture(scope="module")

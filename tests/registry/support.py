@@ -15,16 +15,14 @@ import cv2
 import numpy as np
 import yaml
 
-from tests.synthetic import scan, tiny_model, write_dataset
+from tests.synthetic import SMALL_MLP, scan, tiny_model, write_dataset
 from tumord import checkpoint, registry
 
 ROOT = Path(__file__).resolve().parents[2]
 
 # a small network on 32x32 scans: a training run takes about a second
 SMALL = {
-    "preprocess": {"size": 32},
-    "model": {"hidden": 32},
-    "train": {"batch_size": 16, "epochs": 12, "lr": 0.02, "augment": {"enabled": False}},
+    **SMALL_MLP,
     "registry": {"gate": {"min_images": 10}},
     "watch": {"model_poll_seconds": 0.2, "settle_seconds": 0.05},
 }

@@ -4,7 +4,7 @@ import copy
 import numpy as np
 import pytest
 
-from tests.synthetic import scan
+from tests.synthetic import SMALL_MLP, scan
 from tumord.config import DEFAULTS
 from tumord.nn.losses import softmax_cross_entropy
 from tumord.training.trainer import build_network, fit, make_lr, predict_logits
@@ -22,10 +22,12 @@ def _data(n=96, size=24, seed=0):
 
 def _cfg(**train):
     cfg = copy.deepcopy(DEFAULTS)
+    for section, values in SMALL_MLP.items():
+        cfg[section].update(values)
     cfg["preprocess"]["size"] = 24
     cfg["model"]["hidden"] = 16
     cfg["train"].update(batch_size=16, epochs=8, patience=3, lr=0.05)
-    cfg["train"]["augment"]["enabled"] = False
+    cfg["train"]["augment"] = dict(DEFAULTS["train"]["augment"], enabled=False)
     cfg["train"].update(train)
     return cfg
 
