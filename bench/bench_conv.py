@@ -4,7 +4,9 @@ Per convolution of cnn_spec (forward and backward) and for a whole training step
 (forward + loss + backward + AdamW), at 128x128 input. PyTorch gets as many threads as
 numpy's BLAS. Install the extra packages with `pip install -r bench/requirements.txt`.
 
-    python bench/bench_conv.py [--batch 32] [--repeats 5] [--threads N]
+    python bench/bench_conv.py [--batch 32] [--repeats 5] [--threads N] [--cpu-time]
+
+On a shared machine, `--threads 1 --cpu-time` gives the steadiest comparison.
 """
 from __future__ import annotations
 
@@ -109,8 +111,7 @@ def time_torch(tnet, per_conv, x, labels, repeats: int, torch):
             conv.zero_grad(set_to_none=True)
             conv(tx).backward(tg)
 
-        with torch.no_grad():
-            fwd = best_ms(lambda: conv(tx), repeats)
+        fwd = best_ms(lambda: conv(tx), repeats)  # with autograd on, as numpy keeps its columns
         times[i] = (fwd, best_ms(fwd_bwd, repeats) - fwd)
     opt = torch.optim.AdamW(tnet.parameters(), lr=1e-3, weight_decay=0.01)
     tx, ty, loss_fn = torch.from_numpy(x), torch.from_numpy(labels), torch.nn.CrossEntropyLoss()

@@ -162,7 +162,7 @@ class _Pool2D(Layer):
     def _cols(self, x: np.ndarray) -> list[np.ndarray]:
         return [x[:, :, :, j :: self.size] for j in range(self.size)]
 
-    def _grad_buffers(self, grad_out):
+    def _grad_buffers(self):
         """(dx, its row-window views, the row-pooled gradient and its column views)."""
         (n, c, h, w), dtype = self._in
         exact = h % self.size == 0 and w % self.size == 0  # otherwise the dropped edge gets zeros
@@ -174,13 +174,14 @@ class _Pool2D(Layer):
         return {"type": self.kind, "size": self.size}
 
 
-def _max_argmax(views: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Elementwise max over the views and the index of the first view holding it (ties: one
-    winner, so a flat region does not duplicate the gradient)."""
+def _max_argmax(views: list[np.ndarray], with_arg: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Elementwise max over the views and (for training) the index of the first view holding it:
+    ties have one winner, so a flat region does not duplicate the gradient."""
     out = np.maximum(views[0], views[1])
-    arg = (views[1] > views[0]).view(np.uint8)
+    arg = (views[1] > views[0]).view(np.uint8) if with_arg else None
     for i, v in enumerate(views[2:], 2):
-        np.copyto(arg, i, where=v > out)
+        if with_arg:
+            np.copyto(arg, i, where=v > out)
         np.maximum(out, v, out=out)
     return out, arg
 
@@ -199,15 +200,15 @@ class MaxPool2D(_Pool2D):
     kind = "maxpool"
 
     def forward(self, x, training=False):
-        rows, row_arg = _max_argmax(self._rows(x))
-        out, col_arg = _max_argmax(self._cols(rows))
+        rows, row_arg = _max_argmax(self._rows(x), training)
+        out, col_arg = _max_argmax(self._cols(rows), training)
         if training:
             self._args, self._in = (row_arg, col_arg), (x.shape, x.dtype)
         return out
 
     def backward(self, grad_out, need_input_grad=True):
         (row_arg, col_arg), self._args = self._args, None
-        dx, dx_rows, drows, drows_cols = self._grad_buffers(grad_out)
+        dx, dx_rows, drows, drows_cols = self._grad_buffers()
         _route(grad_out, col_arg, drows_cols)  # each window's gradient goes to its winning element
         _route(drows, row_arg, dx_rows)
         return dx
@@ -230,7 +231,7 @@ class AvgPool2D(_Pool2D):
         return out
 
     def backward(self, grad_out, need_input_grad=True):
-        dx, dx_rows, drows, drows_cols = self._grad_buffers(grad_out)
+        dx, dx_rows, drows, drows_cols = self._grad_buffers()
         g = grad_out * (1.0 / self.size**2)
         for d in drows_cols:
             d[...] = g
