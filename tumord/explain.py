@@ -12,14 +12,13 @@ from tumord.data.images import to_input
 from tumord.nn.saliency import input_gradient
 
 
-def heatmap(model: Classifier, image: np.ndarray) -> tuple[np.ndarray, int]:
-    """Saliency of the predicted class for one uint8 (size, size) image, scaled to [0, 1]."""
+def heatmap(model: Classifier, image: np.ndarray, label: int) -> np.ndarray:
+    """Saliency of class `label` for one uint8 (size, size) image, scaled to [0, 1]."""
     x = to_input(image[None], model.net.input_shape)
-    label = int(model.predict(image[None])[0].argmax())
     grad = input_gradient(model.net, x, np.array([label])).reshape(image.shape)
     sal = cv2.GaussianBlur(np.abs(grad).astype(np.float32), (0, 0), max(1.0, image.shape[0] / 64))
     top = np.percentile(sal, 99.5)  # a few extreme pixels should not wash out the rest
-    return np.clip(sal / top, 0, 1) if top > 0 else sal, label
+    return np.clip(sal / top, 0, 1) if top > 0 else sal
 
 
 def render(image: np.ndarray, sal: np.ndarray, label: str, confidence: float) -> bytes:
@@ -35,9 +34,9 @@ def render(image: np.ndarray, sal: np.ndarray, label: str, confidence: float) ->
 
 
 def explanation_png(model: Classifier, image: np.ndarray) -> bytes:
-    sal, label = heatmap(model, image)
-    conf = float(model.predict(image[None])[0].max())
-    return render(image, sal, model.class_names[label], conf)
+    probs = model.predict(image[None])[0]
+    label = int(probs.argmax())
+    return render(image, heatmap(model, image, label), model.class_names[label], float(probs[label]))
 
 
 def write_explanation(model: Classifier, image: np.ndarray, path: str | Path) -> Path:
