@@ -17,9 +17,10 @@ import numpy as np
 
 from tumord import __version__
 from tumord.atomic import write_atomic
-from tumord.data.images import Preprocess, to_input
+from tumord.data.images import Preprocess
 from tumord.nn.losses import softmax
 from tumord.nn.network import Network
+from tumord.training.trainer import predict_logits
 
 FORMAT = "tumord-model"
 FORMAT_VERSION = 1
@@ -57,12 +58,9 @@ class Classifier:
         return {"version": self.meta["version"], "sha256": self.meta["weights_sha256"]}
 
     def logits(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        batch_size = batch_size or self.batch_size
-        out = [
-            self.net.forward(to_input(images[i : i + batch_size], self.net.input_shape))
-            for i in range(0, len(images), batch_size)
-        ]
-        return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
+        if len(images) == 0:
+            return np.zeros((0, len(self.class_names)), np.float32)
+        return predict_logits(self.net, images, batch_size=batch_size or self.batch_size)
 
     def predict(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """uint8 (N, size, size) -> calibrated class probabilities (N, classes)."""

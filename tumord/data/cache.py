@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tumord.atomic import write_atomic
-from tumord.data.images import ImageError, Preprocess, decode_gray, resize
+from tumord.data.images import Preprocess, decode_gray, resize
 from tumord.logs import get_logger
 
 THUMB = 32
@@ -88,5 +88,3 @@ def load_images(files: list[Path], pre: Preprocess, cache_dir: str | Path | None
             write_atomic(folder / "index.json", json.dumps(stamps))
     return images, out_thumbs
 
-
-__all__ = ["load_images", "ImageError"]
