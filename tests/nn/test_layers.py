@@ -112,16 +112,42 @@ def test_adamw_and_sgd_steps_match_the_formulas_worked_by_hand():
 
 
 @pytest.mark.parametrize("kind", ["sgd", "adamw"])
-def test_block_wise_updates_equal_whole_array_updates(kind):
-    """Updating in blocks (to avoid temporaries) gives the same result as one whole-array pass."""
-    from tumord.nn.optim import make_optimizer
+def test_block_wise_updates_equal_whole_array_updates(kind, monkeypatch):
+    """Updating in blocks (to avoid temporaries), split between threads or not, equals one whole-array pass."""
+    from tumord.nn import optim
 
     results = []
-    for block in (3, 1 << 18):
-        p = np.arange(10, dtype=np.float32).reshape(2, 5) / 7
-        opt = make_optimizer(kind, lr=0.1, weight_decay=0.01)
+    for block, threads in ((3, 1), (3, 3), (1 << 18, 1)):
+        monkeypatch.setattr(optim, "_THREADS", threads)
+        p = np.arange(100, dtype=np.float32).reshape(4, 25) / 7
+        opt = optim.make_optimizer(kind, lr=0.1, weight_decay=0.01)
         opt.BLOCK = block
-        for g in np.random.default_rng(1).standard_normal((3, 2, 5)).astype(np.float32):
+        for step, g in enumerate(np.random.default_rng(1).standard_normal((3, 4, 25)).astype(np.float32)):
             opt.step([("0.W", p, g)])
+            state = state if step else list(opt.state["0.W"].values())
+        assert all(a is b for a, b in zip(state, opt.state["0.W"].values()))  # allocated once, not per step
+        assert len(opt._scratch) == threads  # the split happened (3 threads: 100 values > 4 blocks each)
         results.append(p)
     np.testing.assert_allclose(results[0], results[1], rtol=1e-6)
+    np.testing.assert_allclose(results[0], results[2], rtol=1e-6)
+
+
+def test_backward_stops_at_the_first_layer_that_learns():
+    """The input layer's own input gradient (a batch x 512 x 90,000 product at 300x300) is never formed."""
+    rng = np.random.default_rng(0)
+    net = Network((1, 4, 4), mlp_spec(hidden=8, classes=2, dropout=0.0), rng)
+    calls = []
+    for i, layer in enumerate(net.layers):
+        def spy(g, need_input_grad=True, i=i, original=layer.backward):
+            calls.append((i, need_input_grad))
+            return original(g, need_input_grad)
+        layer.backward = spy
+    x, labels = rng.standard_normal((3, 1, 4, 4)).astype(np.float32), np.array([0, 1, 1])
+    _, g = softmax_cross_entropy(net.forward(x, training=True), labels)
+    net.backward(g)
+    assert calls[-1] == (1, False) and min(i for i, _ in calls) == 1  # Dense at 1, after Flatten at 0
+    grads = {name: grad.copy() for name, _, grad in net.named_parameters()}
+    net.forward(x, training=True)
+    net.backward_to_input(g)
+    for name, _, grad in net.named_parameters():
+        np.testing.assert_array_equal(grads[name], grad)
