@@ -41,7 +41,9 @@ def test_train_registers_a_calibrated_model_with_its_report(trained):
     assert sum(len(v) for v in split.values()) == 160
     assert not set(split["train"]) & set(split["test"])
     cal = report["calibration"]
-    assert cal["temperature"] > 0 and cal["val_ece_after"] <= cal["val_ece_before"] + 1e-9
+    # the temperature minimizes validation NLL: that lowers calibration error in general, though
+    # not by a guaranteed amount on 24 validation images
+    assert cal["temperature"] > 0 and cal["val_ece_after"] <= cal["val_ece_before"] + 0.02
     assert m.meta["training"]["summary"]["split_sizes"] == {k: len(v) for k, v in split.items()}
 
 

@@ -41,6 +41,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "warmup_epochs": 1,
         "patience": 40,
         "label_smoothing": 0.05,
+        "precise_bn_batches": 20,
+        "extra_data": [],
+        "extra_classes": [],
         "val_fraction": 0.15,
         "test_fraction": 0.15,
         "dedup_similarity": 0.95,
@@ -71,8 +74,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "failed": "failed",
         "model_poll_seconds": 1.0,  # how often models/current.json is checked for a new model
         "stall_seconds": 60.0,  # a worker silent this long is hung: systemd watchdog pings stop
-        "drain_seconds": 8.0,
-        "explain": False,  # SIGTERM: longest wait for in-flight scans before exiting
+        "drain_seconds": 8.0,  # SIGTERM: longest wait for in-flight scans before exiting
+        "explain": False,
     },
     "registry": {
         "keep": 10,  # versions kept, newest first; the current and the previous are always kept too
@@ -130,8 +133,9 @@ def _check(value: Any, default: Any, key: str, source: str) -> Any:
         if not isinstance(value, str):
             fail("a string")
     elif isinstance(default, list):
-        if not isinstance(value, list) or not all(isinstance(v, type(default[0])) for v in value):
-            fail(f"a list of {type(default[0]).__name__}")
+        item = type(default[0]) if default else str
+        if not isinstance(value, list) or not all(isinstance(v, item) for v in value):
+            fail(f"a list of {item.__name__}")
     if key in CHOICES and value not in CHOICES[key]:
         fail("one of " + ", ".join(CHOICES[key]))
     return value

@@ -35,7 +35,9 @@ def _cfg(**train):
 def test_fit_leaves_the_network_at_its_best_validation_epoch():
     """After training, the network's validation loss is the lowest any epoch reached."""
     images, labels = _data()
-    cfg = _cfg(lr=0.3)  # a high rate makes later epochs worse than the best one
+    # a high rate makes later epochs worse than the best one; no final batch-norm recomputation,
+    # which would move the loss a little
+    cfg = _cfg(lr=0.3, precise_bn_batches=0)
     rng = np.random.default_rng(0)
     net = build_network(cfg["model"], 24, 2, rng)
     tr, va = np.arange(64), np.arange(64, 96)

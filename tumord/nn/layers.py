@@ -133,42 +133,63 @@ class BatchNorm(Layer):
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self.buffers = {"running_mean": np.zeros(features, np.float32), "running_var": np.ones(features, np.float32)}
 
-    def _axes_and_shape(self, x):
-        if x.ndim == 2:
-            return (0,), (1, -1)
-        return (0, 2, 3), (1, -1, 1, 1)
+    @staticmethod
+    def _rows(x: np.ndarray) -> np.ndarray:
+        """x as (features, values): a free view for (N, F) and for channel-major (N, C, H, W) input
+        (what the convolutions produce), so every statistic is a reduction along contiguous rows."""
+        return x.T if x.ndim == 2 else x.transpose(1, 0, 2, 3).reshape(x.shape[1], -1)
+
+    @staticmethod
+    def _unrows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        if len(shape) == 2:
+            return rows.T
+        n, c, h, w = shape
+        return rows.reshape(c, n, h, w).transpose(1, 0, 2, 3)  # channel-major, as it came
 
     def forward(self, x, training=False):
-        axes, shape = self._axes_and_shape(x)
-        gamma, beta = self.params["gamma"].reshape(shape), self.params["beta"].reshape(shape)
         if not training:
-            mean = self.buffers["running_mean"].reshape(shape)
-            inv_std = 1.0 / np.sqrt(self.buffers["running_var"].reshape(shape) + self.eps)
-            return (x - mean) * (gamma * inv_std) + beta
-        mean = x.mean(axis=axes, keepdims=True)
-        var = x.var(axis=axes, keepdims=True)
+            scale, shift = self.inference_affine()
+            shape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
+            return x * scale.reshape(shape) + shift.reshape(shape)
+        rows = self._rows(x)
+        n = rows.shape[1]
+        mean = rows.mean(axis=1)
+        x_hat = rows - mean[:, None]
+        var = np.vecdot(x_hat, x_hat) / n  # one fused pass (x.var would take three and a temporary)
         inv_std = 1.0 / np.sqrt(var + self.eps)
-        x_hat = (x - mean) * inv_std
-        n = x.size // self.features
+        x_hat *= inv_std[:, None]
         m = self.momentum
         rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
-        rm[...] = (1 - m) * rm + m * mean.reshape(-1)
-        rv[...] = (1 - m) * rv + m * var.reshape(-1) * (n / max(n - 1, 1))  # unbiased, as PyTorch
-        self._cache = (x_hat, inv_std, axes, shape)
-        return x_hat * gamma + beta
+        rm[...] = (1 - m) * rm + m * mean
+        rv[...] = (1 - m) * rv + m * var * (n / max(n - 1, 1))  # unbiased, as PyTorch
+        self._cache = (x_hat, inv_std, x.shape)
+        out = x_hat * self.params["gamma"][:, None]
+        out += self.params["beta"][:, None]
+        return self._unrows(out, x.shape)
+
+    def inference_affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, shift) per feature: at inference batch norm is y = x * scale + shift."""
+        scale = self.params["gamma"] / np.sqrt(self.buffers["running_var"] + self.eps)
+        return scale, self.params["beta"] - self.buffers["running_mean"] * scale
 
     def backward(self, grad_out, need_input_grad=True):
-        x_hat, inv_std, axes, shape = self._cache
+        x_hat, inv_std, shape = self._cache
         self._cache = None
-        self.grads["gamma"][...] = (grad_out * x_hat).sum(axis=axes)
-        self.grads["beta"][...] = grad_out.sum(axis=axes)
+        g = self._rows(grad_out)
+        n = g.shape[1]
+        g_sum, gx_sum = g.sum(axis=1), np.vecdot(g, x_hat)
+        self.grads["gamma"][...] = gx_sum
+        self.grads["beta"][...] = g_sum
         if not need_input_grad:
             return None
-        gamma = self.params["gamma"].reshape(shape)
-        # dx = gamma/std * (g - mean(g) - x_hat * mean(g * x_hat)), the batch-statistics terms
-        g_mean = grad_out.mean(axis=axes, keepdims=True)
-        gx_mean = (grad_out * x_hat).mean(axis=axes, keepdims=True)
-        return (gamma * inv_std) * (grad_out - g_mean - x_hat * gx_mean)
+        # dx = gamma/std * (g - mean(g) - x_hat * mean(g * x_hat)), the batch-statistics terms;
+        # x_hat is not needed again, so it holds the correction terms
+        scale = self.params["gamma"] * inv_std
+        x_hat *= (scale * gx_sum / n)[:, None]
+        x_hat += (scale * g_sum / n)[:, None]
+        dx = g * scale[:, None]
+        dx -= x_hat
+        return self._unrows(dx, shape)
 
     def config(self):
         return {"type": "batchnorm", "momentum": self.momentum, "eps": self.eps}

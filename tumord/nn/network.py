@@ -9,7 +9,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from tumord.nn import conv
 from tumord.nn import layers as L
+from tumord.nn.inference import infer
 
 
 def _registry() -> dict:
@@ -20,12 +22,7 @@ def _registry() -> dict:
         "dropout": lambda spec, shape, rng: L.Dropout(spec["rate"], rng),
         "flatten": lambda spec, shape, rng: L.Flatten(),
     }
-    try:  # convolutional layers, when present
-        from tumord.nn import conv
-
-        kinds.update(conv.LAYER_BUILDERS)
-    except ImportError:
-        pass
+    kinds.update(conv.LAYER_BUILDERS)
     return kinds
 
 
@@ -47,6 +44,8 @@ class Network:
 
     # --- computation -------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        if not training:
+            return infer(self.layers, x)
         for layer in self.layers:
             x = layer.forward(x, training)
         return x

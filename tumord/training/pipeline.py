@@ -17,6 +17,7 @@ from tumord.data.split import group_split
 from tumord.logs import get_logger
 from tumord.nn.losses import softmax
 from tumord.training.calibration import fit_temperature
+from tumord.training.extra_data import Extra, load_extra
 from tumord.training.metrics import evaluate, expected_calibration_error
 from tumord.training.report import format_metrics, write_figure
 from tumord.training.trainer import History, build_network, fit, predict_logits
@@ -31,16 +32,32 @@ class Prepared:
     labels: np.ndarray
     groups: np.ndarray
     split: dict[str, np.ndarray]
+    extra: Extra | None = None  # training-only images from train.extra_data
+
+    def training_set(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(images, labels, training indices): the main data's, with the extra images appended."""
+        if self.extra is None:
+            return self.images, self.labels, self.split["train"]
+        n = len(self.labels)
+        return (np.concatenate([np.asarray(self.images), self.extra.images]),
+                np.concatenate([self.labels, self.extra.labels]),
+                np.concatenate([self.split["train"], n + np.arange(len(self.extra.labels))]))
 
 
 def prepare(data_dir: Path, cfg: dict, class_names: list[str] | None = None) -> Prepared:
     t = cfg["train"]
+    pre = Preprocess(size=cfg["preprocess"]["size"])
     listing = list_dataset(data_dir, class_names)
-    images, thumbs = load_images(listing.files, Preprocess(size=cfg["preprocess"]["size"]), cfg["paths"]["cache"])
+    images, thumbs = load_images(listing.files, pre, cfg["paths"]["cache"])
     labels = np.array(listing.labels)
     groups = near_duplicate_groups(thumbs, t["dedup_similarity"])
     split = group_split(labels, groups, t["val_fraction"], t["test_fraction"], t["seed"])
-    return Prepared(listing, images, labels, groups, split)
+    extra = None
+    if t["extra_data"]:
+        held_out = np.asarray(thumbs)[np.concatenate([split["val"], split["test"]])]
+        extra = load_extra(t["extra_data"], t["extra_classes"], listing.class_names, pre, cfg["paths"]["cache"],
+                           held_out, t["dedup_similarity"])
+    return Prepared(listing, images, labels, groups, split, extra)
 
 
 def _progress(row: dict) -> None:
@@ -79,7 +96,11 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
         if init_from.net.spec != net.spec or init_from.net.input_shape != net.input_shape:
             raise ValueError(f"--init-from: {init_from.path} has a different architecture than the settings")
         net.load_state_dict(init_from.net.state_dict())
-    hist: History = fit(net, data.images, data.labels, sp["train"], sp["val"], t, rng, _progress)
+    if data.extra is not None:
+        log.info("extra_data", folders=data.extra.summary)
+    images, labels, train_idx = data.training_set()
+    hist: History = fit(net, images, labels, train_idx, sp["val"], t, rng, _progress)
+    del images, labels
 
     y_va, y_te = data.labels[sp["val"]], data.labels[sp["test"]]
     val_logits = predict_logits(net, data.images, sp["val"])
@@ -101,6 +122,7 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
         "near_duplicate_groups": int(len(np.unique(data.groups))),
         "split_seed": t["seed"],
         "split_sizes": {k: int(len(v)) for k, v in sp.items()},
+        "extra_training_data": data.extra.summary if data.extra is not None else [],
         "epochs_run": len(hist.epochs), "best_epoch": hist.best_epoch, "train_seconds": round(hist.seconds, 1),
     }
     meta = checkpoint.new_metadata(net, names, Preprocess(size=cfg["preprocess"]["size"]), temperature=temperature,

@@ -14,6 +14,7 @@ from tumord.data.images import to_input
 from tumord.nn.losses import softmax_cross_entropy
 from tumord.nn.network import Network, mlp_spec
 from tumord.nn.optim import make_optimizer
+from tumord.training.precise_bn import recompute_batchnorm_statistics
 
 
 def build_network(model_cfg: dict, size: int, classes: int, rng: np.random.Generator) -> Network:
@@ -94,6 +95,9 @@ def fit(net: Network, images: np.ndarray, labels: np.ndarray, train_idx: np.ndar
             opt.step(net.named_parameters())
             losses.append(loss)
             correct += int((logits.argmax(1) == labels[idx]).sum())
+        if cfg["precise_bn_batches"]:
+            sample = rng.choice(train_idx, min(len(train_idx), cfg["precise_bn_batches"] * bs), replace=False)
+            recompute_batchnorm_statistics(net, images, sample, bs, rng)
         val_logits = predict_logits(net, images, val_idx)
         val_loss, _ = softmax_cross_entropy(val_logits, y_val)
         row = {
@@ -118,5 +122,7 @@ def fit(net: Network, images: np.ndarray, labels: np.ndarray, train_idx: np.ndar
             break
     if best_state is not None:
         net.load_state_dict(best_state)
+    if cfg["precise_bn_batches"]:
+        recompute_batchnorm_statistics(net, images, train_idx, bs, rng)
     hist.seconds = time.monotonic() - start
     return hist
