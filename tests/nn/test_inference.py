@@ -13,10 +13,21 @@ def _layer_by_layer(net, x):
     return x
 
 
+def relu_before_pool(spec):
+    """The block order of models saved before cnn_spec pooled first: ..., relu, maxpool."""
+    out = [dict(s) for s in spec]
+    for i in range(len(out) - 1):
+        if out[i]["type"] == "maxpool" and out[i + 1]["type"] == "relu":
+            out[i], out[i + 1] = out[i + 1], out[i]
+    return out
+
+
 @pytest.mark.parametrize("bias", [False, True])
-def test_folded_batch_norm_and_pooled_relu_give_the_layers_result(bias):
+@pytest.mark.parametrize("relu_first", [False, True])
+def test_folded_batch_norm_and_pooled_relu_give_the_layers_result(bias, relu_first):
     rng = np.random.default_rng(0)
     spec = cnn_spec(channels=(4, 6), classes=3)
+    spec = relu_before_pool(spec) if relu_first else spec
     for s in spec:
         if s["type"] == "conv2d":
             s["bias"] = bias
@@ -36,3 +47,21 @@ def test_folded_batch_norm_and_pooled_relu_give_the_layers_result(bias):
     np.testing.assert_allclose(fused, _layer_by_layer(net, x), rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(x, x_before)  # the caller's input is not written to
     assert np.ptp(fused) > 0.1
+
+
+def test_pooling_before_or_after_relu_trains_identically():
+    """cnn_spec pools before the ReLU; the gradients equal those of the older order."""
+    from tumord.nn.losses import softmax_cross_entropy
+
+    rng = np.random.default_rng(1)
+    spec = cnn_spec(channels=(4, 6), classes=2, dropout=0.0)
+    nets = [Network((1, 16, 16), s, np.random.default_rng(0)) for s in (spec, relu_before_pool(spec))]
+    x, labels = rng.standard_normal((4, 1, 16, 16)).astype(np.float32), np.array([0, 1, 1, 0])
+    grads = []
+    for net in nets:
+        _, g = softmax_cross_entropy(net.forward(x, training=True), labels)
+        net.backward(g)
+        grads.append([np.array(grad) for _, _, grad in net.named_parameters()])  # same order in both
+    assert len(grads[0]) == len(grads[1]) == 8
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
