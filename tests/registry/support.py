@@ -27,6 +27,10 @@ SMALL = {
     "watch": {"model_poll_seconds": 0.2, "settle_seconds": 0.05},
 }
 
+# a candidate that learns nothing: weights and batch-norm statistics stay as initialized
+# (recomputed statistics alone make a random network fairly good at the generated scans)
+UNTRAINED = ("--set", "train.lr=0", "--set", "train.precise_bn_batches=0")
+
 
 def workdir(root: Path, per_class: int = 60, extra: dict | None = None) -> Path:
     """data/ with generated scans, input/, output/, models/ and a config.yaml of small settings."""

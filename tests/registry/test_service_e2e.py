@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.registry.support import (
-    Watch, check_registry, drop_scan, register_tiny, tumord, verdicts, wait_for_verdicts, workdir,
+    UNTRAINED, Watch, check_registry, drop_scan, register_tiny, tumord, verdicts, wait_for_verdicts, workdir,
 )
 from tumord import registry
 
@@ -131,7 +131,7 @@ def test_a_worse_candidate_is_not_promoted_and_the_service_keeps_its_model(root)
         dropper.start()
         try:
             worse = tumord("train", "--data", str(root / "data"), "--config", str(root / "config.yaml"),
-                           "--set", "train.lr=0", cwd=root)
+                           *UNTRAINED, cwd=root)
             time.sleep(1.0)  # five model polls after the run
         finally:
             dropper.stop()

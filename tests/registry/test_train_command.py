@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from tests.registry.support import check_registry, leftovers, register_tiny, workdir
+from tests.registry.support import UNTRAINED, check_registry, leftovers, register_tiny, workdir
 from tumord import registry
 from tumord.cli import main
 
@@ -51,10 +51,11 @@ class TestTrainExitCodes:
         assert pointer["current"] != old and pointer["history"][0] == old
 
     def test_a_worse_candidate_is_registered_but_kept_out_exit_3(self, work, capsys):
-        """A candidate trained with learning rate 0 fails the gate; the current model stays."""
+        """A candidate that learned nothing (learning rate 0, initial batch-norm statistics) fails
+        the gate; the current model stays."""
         before = registry.current_version(work / "models")
         capsys.readouterr()
-        assert train(work, "--set", "train.lr=0") == 3
+        assert train(work, *UNTRAINED) == 3
         err = capsys.readouterr().err
         assert f"kept: {before} stays current" in err and "below the current model's" in err
         check_registry(work / "models", expect_current=before)
@@ -103,7 +104,7 @@ class TestTrainExitCodes:
     def test_retention_prunes_old_versions_after_a_run(self, work, tmp_path):
         """With registry.keep=0 only the current, the previous and this run's candidate remain."""
         tiny = [register_tiny(work / "models", tmp_path, seed=seed) for seed in (1, 2, 3)]
-        assert train(work, "--set", "registry.keep=0", "--set", "train.lr=0") == 3
+        assert train(work, "--set", "registry.keep=0", *UNTRAINED) == 3
         names = registry.version_names(work / "models")
         assert len(names) == 3 and set(tiny[1:]) < set(names)
         check_registry(work / "models", expect_current=tiny[2])
