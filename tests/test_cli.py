@@ -113,3 +113,14 @@ def test_shipped_config_matches_the_built_in_defaults():
     path = Path(__file__).parents[1] / "config.yaml"
     assert load_config(path) == DEFAULTS
     assert yaml.safe_load(path.read_text()) == DEFAULTS  # every key written out, none left to the code
+
+
+def test_an_existing_output_folder_is_refused_before_training(tmp_path, capsys):
+    write_dataset(tmp_path / "data", per_class=20, size=48)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    code = main(["train", "--data", str(tmp_path / "data"), "--output", str(tmp_path / "out"),
+                 *as_set_options(SMALL_MLP), "--set", f"paths.cache={tmp_path / 'cache'}"])
+    assert code == 2
+    assert "already exists" in capsys.readouterr().err and not (tmp_path / "cache").exists()  # nothing trained
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]

@@ -61,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
 def _train_to_folder(args: argparse.Namespace, cfg: dict) -> int:
     from tumord.training.pipeline import train
 
+    if args.output.exists():  # found now, not after the training it would have thrown away
+        print(f"tumord train: --output {args.output} already exists; give a new folder name", file=sys.stderr)
+        return BAD_INPUT
     init = load_model(None, cfg) if args.init_from == "current" else None
     staging = registry.new_staging(args.output.parent)
     try:
