@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 
 from tests.synthetic import scan
-from tumord.data.dedup import near_duplicate_groups
+from tumord.data.dedup import duplicates_any_of, near_duplicate_groups
 from tumord.data.split import group_split
 
 
@@ -24,6 +24,17 @@ def test_resized_and_reencoded_copies_are_grouped_with_their_original():
     for k in range(10):
         assert groups[30 + k] == groups[k]
     assert len(np.unique(groups[:30])) >= 25  # distinct scans stay apart
+
+
+def test_copies_of_reference_scans_are_found_and_other_scans_are_not():
+    """duplicates_any_of flags the resized, re-encoded copies of reference scans only."""
+    rng = np.random.default_rng(1)
+    reference = [scan(i % 2 == 1, rng, 128) for i in range(10)]
+    others = [scan(i % 2 == 1, rng, 128) for i in range(10)]
+    copies = [cv2.resize(cv2.resize(img, (90, 90)), (128, 128)) for img in reference[:4]]
+    found = duplicates_any_of(_thumbs(copies + others), _thumbs(reference))
+    assert found.tolist() == [True] * 4 + [False] * 10
+    assert duplicates_any_of(_thumbs(others), np.zeros((0, 32, 32), np.uint8)).tolist() == [False] * 10
 
 
 def test_split_keeps_groups_together_and_is_deterministic():

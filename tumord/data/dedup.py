@@ -37,3 +37,13 @@ def near_duplicate_groups(thumbs: np.ndarray, similarity: float = 0.95, block: i
                 if a != b:
                     parent[max(a, b)] = min(a, b)
     return np.array([_find(parent, i) for i in range(n)])
+
+
+def duplicates_any_of(thumbs: np.ndarray, reference: np.ndarray, similarity: float = 0.95,
+                      block: int = 1024) -> np.ndarray:
+    """Per image in thumbs: does it nearly duplicate any image in reference (same test as above)?"""
+    if len(reference) == 0 or len(thumbs) == 0:
+        return np.zeros(len(thumbs), bool)
+    sig, ref = signatures(thumbs), signatures(reference)
+    return np.concatenate([(sig[i : i + block] @ ref.T).max(axis=1) >= similarity
+                           for i in range(0, len(sig), block)])

@@ -13,7 +13,7 @@ import numpy as np
 
 from tumord.data.cache import load_images
 from tumord.data.dataset import list_dataset
-from tumord.data.dedup import signatures
+from tumord.data.dedup import duplicates_any_of
 from tumord.data.images import Preprocess
 
 
@@ -39,7 +39,6 @@ def class_mapping(pairs: list[str], class_names: list[str]) -> dict[str, str]:
 def load_extra(folders: list[str], pairs: list[str], class_names: list[str], pre: Preprocess, cache_dir,
                held_out_thumbs: np.ndarray, similarity: float) -> Extra:
     mapping = class_mapping(pairs, class_names)
-    held = signatures(held_out_thumbs)
     images, labels, summary = [], [], []
     for folder in folders:
         listing = list_dataset(folder)
@@ -51,15 +50,10 @@ def load_extra(folders: list[str], pairs: list[str], class_names: list[str], pre
                                  f"({', '.join(class_names)}); map it in train.extra_classes, e.g. '{name}=...'")
             targets.append(class_names.index(target))
         imgs, thumbs = load_images(listing.files, pre, cache_dir)
-        keep = np.flatnonzero(_max_similarity(signatures(np.asarray(thumbs)), held) < similarity)
+        keep = np.flatnonzero(~duplicates_any_of(np.asarray(thumbs), held_out_thumbs, similarity))
         images.append(np.asarray(imgs)[keep])
         labels.append(np.asarray(targets)[np.asarray(listing.labels)[keep]])
         summary.append({"folder": str(Path(folder).resolve()), "images": len(listing.files), "used": int(len(keep)),
                         "left_out_near_duplicates": int(len(listing.files) - len(keep))})
     return Extra(np.concatenate(images), np.concatenate(labels), summary)
 
-
-def _max_similarity(sig: np.ndarray, held: np.ndarray, block: int = 1024) -> np.ndarray:
-    if len(held) == 0:
-        return np.full(len(sig), -1.0, np.float32)
-    return np.concatenate([(sig[i : i + block] @ held.T).max(axis=1) for i in range(0, len(sig), block)])
