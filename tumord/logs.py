@@ -21,7 +21,9 @@ def setup_logging(json_lines: bool | None = None, level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # the stderr of the moment, not of configure time: a replaced stream (pytest's capture,
+        # a redirect) must not leave loggers writing to a closed file
+        logger_factory=lambda *args: structlog.PrintLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
 
