@@ -84,3 +84,17 @@ def test_mismatched_architecture_is_refused(model_file, tmp_path):
     np.savez(bad, **arrays)
     with pytest.raises(CheckpointError, match="do not fit"):
         checkpoint.load(bad)
+
+
+def test_a_preprocessing_step_this_code_lacks_is_refused(tmp_path):
+    """A model from a newer tumord whose preprocessing has an unknown step is refused with a
+    CheckpointError (which the service's model swap handles), not misread."""
+    from tumord.data.images import Preprocess
+    from tumord.nn.network import Network, mlp_spec
+
+    net = Network((1, 16, 16), mlp_spec(hidden=8, classes=2), np.random.default_rng(0))
+    meta = checkpoint.new_metadata(net, ["normal", "tumor"], Preprocess(size=16))
+    meta["preprocess"]["denoise"] = "strong"
+    checkpoint.save(tmp_path / "newer.npz", net, meta)
+    with pytest.raises(CheckpointError, match=r"newer.npz: preprocessing: unknown preprocessing settings \['denoise'\]"):
+        checkpoint.load(tmp_path / "newer.npz")

@@ -132,4 +132,7 @@ def load(path: str | Path) -> Classifier:
         _fail(path, f"weights do not fit the recorded architecture: {e}")
     if net.output_shape != (len(meta["class_names"]),):
         _fail(path, f"network gives {net.output_shape} outputs for {len(meta['class_names'])} class names")
-    return Classifier(net, meta, path)
+    try:
+        return Classifier(net, meta, path)
+    except (ValueError, TypeError) as e:
+        _fail(path, f"preprocessing: {e}")

@@ -48,3 +48,11 @@ def test_unreadable_files_name_the_file_and_the_reason(tmp_path, content, reason
     with pytest.raises(ImageError, match=reason) as e:
         read_scan(path, Preprocess(size=32))
     assert "broken.png" in str(e.value)
+
+
+def test_preprocessing_settings_round_trip_and_refuse_what_they_do_not_know():
+    """A model file whose preprocessing has a step this code lacks is refused, not misread."""
+    pre = Preprocess(size=96, interpolation="linear")
+    assert Preprocess.from_dict(pre.to_dict()) == pre
+    with pytest.raises(ValueError, match="unknown preprocessing settings.*'crop'"):
+        Preprocess.from_dict({"size": 96, "crop": "head"})

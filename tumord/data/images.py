@@ -34,7 +34,10 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocess":
-        return cls(**{k: d[k] for k in ("size", "interpolation", "version") if k in d})
+        unknown = set(d) - {"size", "interpolation", "version"}
+        if unknown:  # a preprocessing step this code does not know would be skipped silently
+            raise ValueError(f"unknown preprocessing settings {sorted(unknown)}; a newer tumord made this model")
+        return cls(**d)
 
 
 def to_gray_uint8(img: np.ndarray, path: str | Path = "<image>") -> np.ndarray:
