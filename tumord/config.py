@@ -41,6 +41,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "warmup_epochs": 1,
         "patience": 40,
         "label_smoothing": 0.05,
+        "mixup": 0.0,
         "precise_bn_batches": 20,
         "extra_data": [],
         "extra_classes": [],
@@ -97,6 +98,8 @@ CHOICES = {
     "watch.on_success": ("archive", "delete"),
 }
 
+NOT_NEGATIVE = {"train.mixup": "0 (off) or a positive Beta parameter, e.g. 0.2"}
+
 
 class ConfigError(ValueError):
     pass
@@ -138,6 +141,8 @@ def _check(value: Any, default: Any, key: str, source: str) -> Any:
             fail(f"a list of {item.__name__}")
     if key in CHOICES and value not in CHOICES[key]:
         fail("one of " + ", ".join(CHOICES[key]))
+    if key in NOT_NEGATIVE and value < 0:
+        fail(NOT_NEGATIVE[key])
     return value
 
 

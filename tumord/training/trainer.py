@@ -48,6 +48,14 @@ def predict_logits(net: Network, images: np.ndarray, idx: np.ndarray | None = No
                            for i in range(0, len(idx), batch_size)])
 
 
+def mixup(x: np.ndarray, rng: np.random.Generator, alpha: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Mixup (Zhang et al. 2018): the batch blended with a shuffled copy of itself, in a share
+    drawn from Beta(alpha, alpha). Returns the blend, the partner of each image, and the share."""
+    share = float(rng.beta(alpha, alpha))
+    partner = rng.permutation(len(x))
+    return share * x + (1 - share) * x[partner], partner, share
+
+
 @dataclass
 class History:
     epochs: list[dict] = field(default_factory=list)
@@ -89,12 +97,18 @@ def fit(net: Network, images: np.ndarray, labels: np.ndarray, train_idx: np.ndar
             if augment is not None:
                 imgs = augment(imgs)
             opt.lr = lr_at((epoch - 1) * steps + s)
-            logits = net.forward(to_input(imgs, net.input_shape), training=True)
-            loss, grad = softmax_cross_entropy(logits, labels[idx], cfg["label_smoothing"])
+            x, y = to_input(imgs, net.input_shape), labels[idx]
+            if cfg["mixup"]:
+                x, partner, share = mixup(x, rng, cfg["mixup"])
+            logits = net.forward(x, training=True)
+            loss, grad = softmax_cross_entropy(logits, y, cfg["label_smoothing"])
+            if cfg["mixup"]:  # the loss of a mix is the same mix of the two images' losses
+                loss_b, grad_b = softmax_cross_entropy(logits, y[partner], cfg["label_smoothing"])
+                loss, grad = share * loss + (1 - share) * loss_b, share * grad + (1 - share) * grad_b
             net.backward(grad)
             opt.step(net.named_parameters())
             losses.append(loss)
-            correct += int((logits.argmax(1) == labels[idx]).sum())
+            correct += int((logits.argmax(1) == y).sum())
         if cfg["precise_bn_batches"]:
             sample = rng.choice(train_idx, min(len(train_idx), cfg["precise_bn_batches"] * bs), replace=False)
             recompute_batchnorm_statistics(net, images, sample, bs, rng)
