@@ -68,6 +68,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "rescan_seconds": 30.0,  # periodic full rescan for events the observer lost
         "batch_size": 64,  # most scans classified together; a lone scan is not kept waiting
         "decode_threads": 2,
+        "blas_threads": 1,  # threads of the network's matrix products; 0: the BLAS library's default
         "max_pixels": 25_000_000,  # checked in the image header, before decoding
         "max_bytes": 268_435_456,
         "on_success": "archive",  # archive or delete the scan once its verdict is durable
@@ -98,7 +99,10 @@ CHOICES = {
     "watch.on_success": ("archive", "delete"),
 }
 
-NOT_NEGATIVE = {"train.mixup": "0 (off) or a positive Beta parameter, e.g. 0.2"}
+NOT_NEGATIVE = {
+    "train.mixup": "0 (off) or a positive Beta parameter, e.g. 0.2",
+    "watch.blas_threads": "0 (the BLAS library's default) or a positive number of threads",
+}
 
 
 class ConfigError(ValueError):

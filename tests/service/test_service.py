@@ -64,6 +64,18 @@ class TestThroughput:
         assert_exactly_once(w, digests)
         assert w.events("scan.failed") == []
 
+    @pytest.mark.parametrize("setting", [1, 0])
+    def test_blas_threads_setting_caps_the_network_threads_of_the_running_service(self, service, setting):
+        """watch.blas_threads reaches the BLAS library inside the service (as threadpoolctl reads it
+        there); 0 leaves the library's default, which this test process still has."""
+        from threadpoolctl import threadpool_info
+
+        default = next(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+        w = service(watch={"blas_threads": setting}).start()
+        (ready,) = w.wait_for("service.ready")
+        assert ready["blas_threads"] == (setting or default)
+        assert w.stop() == 0
+
     def test_backlog_is_classified_at_start(self, service, rng):
         """Files already waiting when the service starts are classified."""
         w = service()
