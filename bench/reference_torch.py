@@ -2,7 +2,7 @@
 
 Same images (tumord's preprocessing and cache), same group-aware split, same augmentation
 (tumord.data.augment with the config's settings), same recipe: AdamW with decay on weights only,
-one-cycle learning rate, label smoothing, batch size, epochs, best validation-loss epoch kept.
+one-cycle learning rate, label smoothing, mixup, batch size, epochs, best validation-loss epoch kept.
 Only the engine differs, so the two test figures say whether a gap is the engine's or the data's.
 
     python bench/reference_torch.py --data ../shared/datasets/brain-tumor [--set train.epochs=40 ...]
@@ -28,7 +28,7 @@ from tumord.data.augment import augment_batch  # noqa: E402
 from tumord.data.images import to_input  # noqa: E402
 from tumord.training.metrics import evaluate  # noqa: E402
 from tumord.training.pipeline import prepare  # noqa: E402
-from tumord.training.trainer import build_network  # noqa: E402
+from tumord.training.trainer import build_network, mixup  # noqa: E402
 
 
 def logits_of(tnet, images, idx, input_shape, torch, batch: int = 128) -> np.ndarray:
@@ -86,9 +86,15 @@ def main() -> None:
             imgs = np.asarray(data.images[idx])
             if t["augment"]["enabled"]:
                 imgs = augment_batch(imgs, rng, **aug)
+            x, y = to_input(imgs, net.input_shape), torch.from_numpy(data.labels[idx])
             opt.zero_grad(set_to_none=True)
-            loss_fn(tnet(torch.from_numpy(to_input(imgs, net.input_shape))),
-                    torch.from_numpy(data.labels[idx])).backward()
+            if t["mixup"]:
+                x, partner, share = mixup(x, rng, t["mixup"])
+                logits = tnet(torch.from_numpy(x))
+                loss = share * loss_fn(logits, y) + (1 - share) * loss_fn(logits, y[partner])
+            else:
+                loss = loss_fn(tnet(torch.from_numpy(x)), y)
+            loss.backward()
             opt.step()
             sched.step()
         z = logits_of(tnet, data.images, sp["val"], net.input_shape, torch)

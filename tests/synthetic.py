@@ -16,7 +16,7 @@ SMALL_MLP = {
     "preprocess": {"size": 32},
     "model": {"architecture": "mlp", "hidden": 32},
     "train": {"batch_size": 16, "epochs": 12, "lr": 0.02, "optimizer": "sgd", "schedule": "step",
-              "weight_decay": 0.0, "label_smoothing": 0.0, "patience": 8, "augment": {"enabled": False}},
+              "weight_decay": 0.0, "label_smoothing": 0.0, "mixup": 0.0, "patience": 8, "augment": {"enabled": False}},
 }
 
 

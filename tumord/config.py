@@ -41,7 +41,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "warmup_epochs": 1,
         "patience": 40,
         "label_smoothing": 0.05,
-        "mixup": 0.0,
+        "mixup": 0.2,
         "precise_bn_batches": 20,
         "extra_data": [],
         "extra_classes": [],
