@@ -26,6 +26,7 @@ from bench.bench_conv import torch_network  # noqa: E402
 from tumord.config import load_config  # noqa: E402
 from tumord.data.augment import augment_batch  # noqa: E402
 from tumord.data.images import to_input  # noqa: E402
+from tumord.nn.losses import softmax, softmax_cross_entropy  # noqa: E402
 from tumord.training.metrics import evaluate  # noqa: E402
 from tumord.training.pipeline import prepare  # noqa: E402
 from tumord.training.trainer import build_network, mixup  # noqa: E402
@@ -36,11 +37,6 @@ def logits_of(tnet, images, idx, input_shape, torch, batch: int = 128) -> np.nda
     with torch.no_grad():
         return np.concatenate([tnet(torch.from_numpy(to_input(np.asarray(images[idx[i : i + batch]]), input_shape)))
                                .numpy() for i in range(0, len(idx), batch)])
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
 
 
 def main() -> None:
@@ -75,7 +71,6 @@ def main() -> None:
                                                 pct_start=0.3, div_factor=25.0, final_div_factor=1e4)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=t["label_smoothing"])
     aug = {k: t["augment"][k] for k in ("flip", "rotate_deg", "scale", "shift", "brightness", "contrast")}
-    neg = names.index(t["negative_class"]) if t["negative_class"] in names else None
     y_val = data.labels[sp["val"]]
     best_loss, best_state, rows, start = np.inf, None, [], time.monotonic()
     for epoch in range(1, t["epochs"] + 1):
@@ -98,9 +93,8 @@ def main() -> None:
             opt.step()
             sched.step()
         z = logits_of(tnet, data.images, sp["val"], net.input_shape, torch)
-        p = softmax(z)
-        val_loss = float(-np.log(p[np.arange(len(y_val)), y_val] + 1e-12).mean())
-        m = evaluate(p, y_val, names, t["negative_class"] if neg is not None else None)
+        val_loss, _ = softmax_cross_entropy(z, y_val)  # as tumord's trainer judges epochs
+        m = evaluate(softmax(z), y_val, names, t["negative_class"])
         row = {"epoch": epoch, "val_loss": round(val_loss, 4), "val_accuracy": round(m["accuracy"], 4),
                "val_auc": round(m["auc"], 4), "seconds": round(time.monotonic() - start)}
         if val_loss < best_loss - 1e-4:
@@ -111,10 +105,9 @@ def main() -> None:
     test = {}
     for split in ("val", "test"):
         p = softmax(logits_of(tnet, data.images, sp[split], net.input_shape, torch))
-        test[split] = evaluate(p, data.labels[sp[split]], names, t["negative_class"] if neg is not None else None)
-        keys = ("accuracy", "auc", "sensitivity", "specificity")
-        print(f"{split} (best validation-loss epoch): " +
-              "  ".join(f"{k} {test[split][k]:.4f}" for k in keys if k in test[split]), flush=True)
+        test[split] = evaluate(p, data.labels[sp[split]], names, t["negative_class"])
+        print(f"{split} (best validation-loss epoch): " + "  ".join(
+            f"{k} {test[split][k]:.4f}" for k in ("accuracy", "auc", "sensitivity", "specificity")), flush=True)
     if args.json:
         args.json.write_text(json.dumps({"epochs": rows, "metrics": test, "settings": t}, indent=1))
 

@@ -68,9 +68,9 @@ class TestThroughput:
     def test_blas_threads_setting_caps_the_network_threads_of_the_running_service(self, service, setting):
         """watch.blas_threads reaches the BLAS library inside the service (as threadpoolctl reads it
         there); 0 leaves the library's default, which this test process still has."""
-        from threadpoolctl import threadpool_info
+        from tumord.service.service import limit_blas_threads
 
-        default = next(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+        default = limit_blas_threads(0)  # reads this process's count, changes nothing
         w = service(watch={"blas_threads": setting}).start()
         (ready,) = w.wait_for("service.ready")
         assert ready["blas_threads"] == (setting or default)

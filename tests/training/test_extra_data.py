@@ -60,4 +60,3 @@ def test_an_unmapped_extra_class_is_refused_with_the_folder_named(tmp_path, caps
     assert code == 2
     err = capsys.readouterr().err
     assert "glioma" in err and "normal, tumor" in err and not (tmp_path / "out").exists()
-
