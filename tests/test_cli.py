@@ -45,16 +45,21 @@ def test_train_registers_a_calibrated_model_with_its_report(trained):
     # not by a guaranteed amount on 24 validation images
     assert cal["temperature"] > 0 and cal["val_ece_after"] <= cal["val_ece_before"] + 0.02
     assert m.meta["training"]["summary"]["split_sizes"] == {k: len(v) for k, v in split.items()}
+    iv = report["test"]["intervals"]  # over the test split's near-duplicate groups
+    assert 0 < iv["groups"] <= len(split["test"]) and iv["auc"][0] <= report["test"]["auc"] <= iv["auc"][1]
 
 
 def test_eval_json_has_the_documented_keys(trained, monkeypatch, capsys):
-    """eval --json prints one object with accuracy, auc, sensitivity, specificity and n."""
+    """eval --json prints one object with accuracy, auc, sensitivity, specificity, n, and their
+    intervals over near-duplicate groups."""
     monkeypatch.chdir(trained)
     capsys.readouterr()
     assert main(["eval", "--data", "data", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert {"accuracy", "auc", "sensitivity", "specificity", "n"} <= set(out)
+    assert {"accuracy", "auc", "sensitivity", "specificity", "n", "intervals"} <= set(out)
     assert out["n"] == 160 and out["accuracy"] > 0.9
+    low, high = out["intervals"]["accuracy"]
+    assert low <= out["accuracy"] <= high and 0 < out["intervals"]["groups"] <= 160
 
 
 def test_predict_json_classifies_and_reports_bad_files_without_stopping(trained, monkeypatch, capsys, tmp_path):

@@ -10,6 +10,8 @@ import numpy as np
 from tumord.commands.common import add_config_options, config_from_args, load_model
 from tumord.data.cache import load_images
 from tumord.data.dataset import list_dataset
+from tumord.data.dedup import near_duplicate_groups
+from tumord.training.intervals import group_bootstrap
 from tumord.training.metrics import evaluate
 from tumord.training.report import format_metrics
 
@@ -27,12 +29,15 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     model = load_model(args.model, cfg)
     listing = list_dataset(args.data, model.class_names)
-    images, _ = load_images(listing.files, model.preprocess, cfg["paths"]["cache"])
+    images, thumbs = load_images(listing.files, model.preprocess, cfg["paths"]["cache"])
     probs = model.predict(images)
     negative = cfg["train"]["negative_class"]
     if negative not in model.class_names:
         negative = next((n for n in ("normal", "notumor") if n in model.class_names), None)
-    metrics = evaluate(probs, np.array(listing.labels), model.class_names, negative)
+    labels = np.array(listing.labels)
+    metrics = evaluate(probs, labels, model.class_names, negative)
+    groups = near_duplicate_groups(thumbs, cfg["train"]["dedup_similarity"])
+    metrics["intervals"] = group_bootstrap(probs, labels, groups, model.class_names, negative)
     metrics["model"] = model.identity
     metrics["data"] = str(args.data)
     if args.json:

@@ -18,6 +18,7 @@ from tumord.logs import get_logger
 from tumord.nn.losses import softmax
 from tumord.training.calibration import fit_temperature
 from tumord.training.extra_data import Extra, load_extra
+from tumord.training.intervals import group_bootstrap
 from tumord.training.metrics import evaluate, expected_calibration_error
 from tumord.training.report import format_metrics, write_figure
 from tumord.training.trainer import History, build_network, fit, predict_logits
@@ -108,6 +109,7 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
     test_logits = predict_logits(net, data.images, sp["test"])
     probs = softmax(test_logits / temperature)
     metrics = evaluate(probs, y_te, names, t["negative_class"])
+    metrics["intervals"] = group_bootstrap(probs, y_te, data.groups[sp["test"]], names, t["negative_class"])
     calibration = {
         "temperature": temperature,
         "val_ece_before": expected_calibration_error(softmax(val_logits), y_va),

@@ -11,12 +11,19 @@ from tumord.training.metrics import roc_curve
 
 
 def format_metrics(m: dict, title: str = "Evaluation") -> str:
+    iv = m.get("intervals")
+
+    def headline(label: str, key: str) -> str:
+        line = f"  {label:<12} {m[key]:.4f}"
+        return line + (f"  ({iv[key][0]:.4f}-{iv[key][1]:.4f})" if iv else "")
+
     lines = [
-        f"{title}: {m['n']} images",
-        f"  accuracy     {m['accuracy']:.4f}",
-        f"  sensitivity  {m['sensitivity']:.4f}",
-        f"  specificity  {m['specificity']:.4f}",
-        f"  ROC AUC      {m['auc']:.4f}",
+        f"{title}: {m['n']} images" + (f"; {iv['level']:.0%} intervals in brackets, from {iv['resamples']} "
+                                      f"resamples of {iv['groups']} near-duplicate groups" if iv else ""),
+        headline("accuracy", "accuracy"),
+        headline("sensitivity", "sensitivity"),
+        headline("specificity", "specificity"),
+        headline("ROC AUC", "auc"),
         f"  ECE          {m['ece']:.4f}",
         "  per class    precision  recall  support",
     ]
