@@ -32,16 +32,25 @@ def _cfg(**train):
     return cfg
 
 
+# AdamW with a warm-up cosine schedule: separates generated 24x24 scans in 12 short epochs
+ADAMW = dict(optimizer="adamw", lr=3e-3, weight_decay=0.01, schedule="warmup_cosine", epochs=12, patience=12)
+
+
+def _fit(images, labels, n_train, cfg):
+    """Trains a fresh network on the first n_train images, validating on the rest."""
+    rng = np.random.default_rng(0)
+    net = build_network(cfg["model"], 24, 2, rng)
+    hist = fit(net, images, labels, np.arange(n_train), np.arange(n_train, len(labels)), cfg["train"], rng)
+    return net, hist
+
+
 def test_fit_leaves_the_network_at_its_best_validation_epoch():
     """After training, the network's validation loss is the lowest any epoch reached."""
     images, labels = _data()
     # a high rate makes later epochs worse than the best one; no final batch-norm recomputation,
     # which would move the loss a little
-    cfg = _cfg(lr=0.3, precise_bn_batches=0)
-    rng = np.random.default_rng(0)
-    net = build_network(cfg["model"], 24, 2, rng)
-    tr, va = np.arange(64), np.arange(64, 96)
-    hist = fit(net, images, labels, tr, va, cfg["train"], rng)
+    net, hist = _fit(images, labels, 64, _cfg(lr=0.3, precise_bn_batches=0))
+    va = np.arange(64, 96)
     loss, _ = softmax_cross_entropy(predict_logits(net, images, va), labels[va])
     assert loss == pytest.approx(min(r["val_loss"] for r in hist.epochs), rel=1e-5)
     assert hist.epochs[hist.best_epoch - 1]["best"]
@@ -52,20 +61,16 @@ def test_patience_stops_training_when_validation_stops_improving():
     images, labels = _data()
     cfg = _cfg(lr=0.0, patience=2, epochs=10)
     cfg["model"]["batchnorm"] = False  # running statistics would still move at lr 0
-    rng = np.random.default_rng(0)
-    net = build_network(cfg["model"], 24, 2, rng)
-    hist = fit(net, images, labels, np.arange(64), np.arange(64, 96), cfg["train"], rng)
+    _, hist = _fit(images, labels, 64, cfg)
     assert hist.stopped_early and len(hist.epochs) == 3 and hist.best_epoch == 1
 
 
 def test_training_with_augmentation_and_adamw_learns_the_task():
     """AdamW with a warm-up cosine schedule and augmentation separates generated scans."""
     images, labels = _data(n=160)
-    cfg = _cfg(optimizer="adamw", lr=3e-3, weight_decay=0.01, schedule="warmup_cosine", epochs=12, patience=12)
+    cfg = _cfg(**ADAMW)
     cfg["train"]["augment"].update(enabled=True, rotate_deg=5.0, shift=0.04)
-    rng = np.random.default_rng(0)
-    net = build_network(cfg["model"], 24, 2, rng)
-    fit(net, images, labels, np.arange(120), np.arange(120, 160), cfg["train"], rng)
+    net, _ = _fit(images, labels, 120, cfg)
     acc = (predict_logits(net, images, np.arange(120, 160)).argmax(1) == labels[120:]).mean()
     assert acc >= 0.85
 
@@ -92,11 +97,7 @@ def test_training_with_mixup_learns_the_task_with_less_confidence_on_its_trainin
     images, labels = _data(n=160)
     confidence = {}
     for alpha in (0.0, 1.0):
-        cfg = _cfg(optimizer="adamw", lr=3e-3, weight_decay=0.01, schedule="warmup_cosine", epochs=12,
-                   patience=12, label_smoothing=0.0, mixup=alpha)
-        rng = np.random.default_rng(0)
-        net = build_network(cfg["model"], 24, 2, rng)
-        fit(net, images, labels, np.arange(120), np.arange(120, 160), cfg["train"], rng)
+        net, _ = _fit(images, labels, 120, _cfg(**ADAMW, label_smoothing=0.0, mixup=alpha))
         acc = (predict_logits(net, images, np.arange(120, 160)).argmax(1) == labels[120:]).mean()
         assert acc >= 0.85, (alpha, acc)
         confidence[alpha] = softmax(predict_logits(net, images, np.arange(120))).max(1).mean()

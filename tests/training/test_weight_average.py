@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from tests.training.test_trainer import _cfg, _data
+from tests.training.test_trainer import ADAMW, _cfg, _data, _fit
 from tumord.nn.losses import softmax_cross_entropy
 from tumord.nn.network import Network
-from tumord.training.trainer import build_network, fit, predict_logits
+from tumord.training.trainer import predict_logits
 from tumord.training.weight_average import WeightAverage
 
 
@@ -52,14 +52,10 @@ def test_training_judges_and_keeps_the_averaged_weights():
     """With an average, the epochs judged on validation are the average's, and the network kept
     is the average at its best epoch: not the weights a run without it reaches, and still good."""
     images, labels = _data(n=160)
-    tr, va = np.arange(120), np.arange(120, 160)
+    va = np.arange(120, 160)
     runs = {}
     for decay in (0.0, 0.95):
-        cfg = _cfg(optimizer="adamw", lr=3e-3, weight_decay=0.01, schedule="warmup_cosine", epochs=12,
-                   patience=12, precise_bn_batches=0, weight_average=decay)
-        rng = np.random.default_rng(0)
-        net = build_network(cfg["model"], 24, 2, rng)
-        hist = fit(net, images, labels, tr, va, cfg["train"], rng)
+        net, hist = _fit(images, labels, 120, _cfg(**ADAMW, precise_bn_batches=0, weight_average=decay))
         logits = predict_logits(net, images, va)
         loss, _ = softmax_cross_entropy(logits, labels[va])
         assert loss == pytest.approx(hist.epochs[hist.best_epoch - 1]["val_loss"], rel=1e-5)
