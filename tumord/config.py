@@ -42,7 +42,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "patience": 40,
         "label_smoothing": 0.05,
         "mixup": 0.2,
-        "weight_average": 0.0,
         "precise_bn_batches": 20,
         "extra_data": [],
         "extra_classes": [],
@@ -106,11 +105,6 @@ NOT_NEGATIVE = {
 }
 
 
-BELOW_ONE = {
-    "train.weight_average": "0 (off) or a decay per step from 0 to 1 (not 1), e.g. 0.999",
-}
-
-
 class ConfigError(ValueError):
     pass
 
@@ -153,8 +147,6 @@ def _check(value: Any, default: Any, key: str, source: str) -> Any:
         fail("one of " + ", ".join(CHOICES[key]))
     if key in NOT_NEGATIVE and value < 0:
         fail(NOT_NEGATIVE[key])
-    if key in BELOW_ONE and not 0 <= value < 1:
-        fail(BELOW_ONE[key])
     return value
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,7 +15,6 @@ from tumord.nn.losses import softmax_cross_entropy
 from tumord.nn.network import Network, mlp_spec
 from tumord.nn.optim import make_optimizer
 from tumord.training.precise_bn import recompute_batchnorm_statistics
-from tumord.training.weight_average import WeightAverage
 
 
 def build_network(model_cfg: dict, size: int, classes: int, rng: np.random.Generator) -> Network:
@@ -68,8 +66,7 @@ class History:
 
 def fit(net: Network, images: np.ndarray, labels: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
         cfg: dict, rng: np.random.Generator, on_epoch: Callable[[dict], None] = lambda e: None) -> History:
-    """Trains in place on images[train_idx]; leaves the network at its best validation-loss epoch
-    (with train.weight_average, the average's weights at that epoch).
+    """Trains in place on images[train_idx]; leaves the network at its best validation-loss epoch.
 
     Images stay uint8 (often a memory map) and are indexed per batch, never copied whole.
     """
@@ -88,7 +85,6 @@ def fit(net: Network, images: np.ndarray, labels: np.ndarray, train_idx: np.ndar
 
         kw = {k: aug[k] for k in ("flip", "rotate_deg", "scale", "shift", "brightness", "contrast")}
         augment = lambda imgs: augment_batch(imgs, rng, **kw)  # noqa: E731
-    average = WeightAverage(net, cfg["weight_average"]) if cfg["weight_average"] else None
     hist, best_loss, best_state, waited = History(), np.inf, None, 0
     start = time.monotonic()
     for epoch in range(1, cfg["epochs"] + 1):
@@ -111,16 +107,12 @@ def fit(net: Network, images: np.ndarray, labels: np.ndarray, train_idx: np.ndar
                 loss, grad = share * loss + (1 - share) * loss_b, share * grad + (1 - share) * grad_b
             net.backward(grad)
             opt.step(net.named_parameters())
-            if average is not None:
-                average.update(net)
             losses.append(loss)
             correct += int((logits.argmax(1) == y).sum())
-        with average.swapped_in(net) if average is not None else nullcontext():  # the weights judged
-            if cfg["precise_bn_batches"]:
-                sample = rng.choice(train_idx, min(len(train_idx), cfg["precise_bn_batches"] * bs), replace=False)
-                recompute_batchnorm_statistics(net, images, sample, bs, rng)
-            val_logits = predict_logits(net, images, val_idx)
-            judged = net.copy_state()
+        if cfg["precise_bn_batches"]:
+            sample = rng.choice(train_idx, min(len(train_idx), cfg["precise_bn_batches"] * bs), replace=False)
+            recompute_batchnorm_statistics(net, images, sample, bs, rng)
+        val_logits = predict_logits(net, images, val_idx)
         val_loss, _ = softmax_cross_entropy(val_logits, y_val)
         row = {
             "epoch": epoch, "train_loss": float(np.mean(losses)), "train_accuracy": correct / (steps * bs),
@@ -131,7 +123,7 @@ def fit(net: Network, images: np.ndarray, labels: np.ndarray, train_idx: np.ndar
             raise FloatingPointError(f"training diverged at epoch {epoch} (loss {row['train_loss']}); lower train.lr")
         improved = val_loss < best_loss - 1e-4
         if improved:
-            best_loss, best_state, waited, hist.best_epoch = val_loss, judged, 0, epoch
+            best_loss, best_state, waited, hist.best_epoch = val_loss, net.copy_state(), 0, epoch
         else:
             waited += 1
         elapsed = time.monotonic() - start
