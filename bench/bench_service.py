@@ -8,9 +8,13 @@ the CSV row and the archive move are all durable, so the figures are an upper bo
 In the same run: the decode-only rate (read, decode and resize the same files with as many
 threads as the service uses), decoding plus batched prediction without the service (the
 ceiling for the burst: the service can only add overhead to it), and a plain loop that loads
-the model and classifies the same files one by one.
+the model and classifies the same files one by one. The in-process figures use as many BLAS
+and prediction threads as the service (`watch.blas_threads` and `watch.predict_threads`, or
+--blas-threads and --predict-threads for both), so they compare like with like; the BLAS kernel
+and thread count are printed.
 
-    python bench/bench_service.py [--model PATH] [--data DIR] [--burst 2000] [--idle 10] [--json]
+    python bench/bench_service.py [--model PATH] [--data DIR] [--burst 2000] [--idle 10]
+                                  [--blas-threads N] [--predict-threads N] [--json]
 
 --model defaults to the current model in models/; --data to ../shared/datasets/brain-tumor.
 """
@@ -39,6 +43,10 @@ from tumord import checkpoint  # noqa: E402
 from tumord.config import DEFAULTS  # noqa: E402
 from tumord.data.images import IMAGE_SUFFIXES, decode_gray, read_scan, resize  # noqa: E402
 from tumord.registry import current_model_path  # noqa: E402
+from tumord.service.service import limit_blas_threads  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from common import blas_report  # noqa: E402
 
 
 def scan_files(data: Path, n: int) -> list[Path]:
@@ -70,17 +78,17 @@ def decode_only(files: list[Path], size: int, threads: int) -> float:
     return len(files) / (time.perf_counter() - t)
 
 
-def compute_only(model, files: list[Path], threads: int, batch: int) -> float:
+def compute_only(model, files: list[Path], threads: int, batch: int, predict_threads: int) -> float:
     """Scans per second for decoding (on `threads` threads) plus batched prediction, with no service:
     the ceiling the service's burst throughput is measured against."""
     def one(p):
         return resize(decode_gray(p.read_bytes(), p), model.preprocess)
 
-    with ThreadPoolExecutor(threads) as pool:
-        model.predict(np.stack(list(pool.map(one, files[:batch]))))  # warm-up
+    with ThreadPoolExecutor(threads) as pool, ThreadPoolExecutor(predict_threads) as predict:
+        model.predict(np.stack(list(pool.map(one, files[:batch]))), pool=predict)  # warm-up
         t = time.perf_counter()
         for i in range(0, len(files), batch):
-            model.predict(np.stack(list(pool.map(one, files[i:i + batch]))))
+            model.predict(np.stack(list(pool.map(one, files[i:i + batch]))), pool=predict)
     return len(files) / (time.perf_counter() - t)
 
 
@@ -99,14 +107,15 @@ def plain_loop(model_path: Path, files: list[Path]) -> dict:
 class Service:
     """tumord watch in a child process; `classified` maps a file name to when its verdict was logged."""
 
-    def __init__(self, work: Path, model: Path):
+    def __init__(self, work: Path, model: Path, blas_threads: int, predict_threads: int):
         self.input, self.output = work / "input", work / "output"
         self.input.mkdir()
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         env.pop("NOTIFY_SOCKET", None)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tumord.cli", "watch", "--model", str(model), "--input", str(self.input),
-             "--output", str(self.output), "--log-json"],
+             "--output", str(self.output), "--set", f"watch.blas_threads={blas_threads}",
+             "--set", f"watch.predict_threads={predict_threads}", "--log-json"],
             cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.done: dict[str, float] = {}
         self.failed: dict[str, str] = {}
@@ -163,19 +172,21 @@ def run(args) -> dict:
     model = checkpoint.load(model_path)
     files = scan_files(args.data, args.burst)
     threads, batch = DEFAULTS["watch"]["decode_threads"], DEFAULTS["watch"]["batch_size"]
+    limit_blas_threads(args.blas_threads)  # as the service does, for the in-process figures
     result = {"model": model.identity, "input_size": model.preprocess.size, "cores": os.cpu_count(),
-              "data": str(args.data), "decode_threads": threads, "batch_size": batch}
+              "data": str(args.data), "decode_threads": threads, "batch_size": batch,
+              "blas_threads": args.blas_threads, "predict_threads": args.predict_threads, "blas": blas_report()}
 
     result["decode_only_scans_per_s"] = round(decode_only(files, model.preprocess.size, threads), 1)
     result["decode_only_1_thread_scans_per_s"] = round(decode_only(files, model.preprocess.size, 1), 1)
-    result["decode_and_predict_scans_per_s"] = round(compute_only(model, files, threads, batch), 1)
+    result["decode_and_predict_scans_per_s"] = round(compute_only(model, files, threads, batch, args.predict_threads), 1)
     result["plain_loop"] = plain_loop(model_path, files)
 
     work = Path(tempfile.mkdtemp(prefix="tumord-bench-"))
     try:
         staging = work / "staging"
         staging.mkdir()
-        svc = Service(work, model_path)
+        svc = Service(work, model_path, args.blas_threads, args.predict_threads)
         idle = []
         for i in range(args.idle):
             name = f"idle-{i:03d}{files[i].suffix.lower()}"
@@ -205,6 +216,10 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets" / "brain-tumor")
     ap.add_argument("--burst", type=int, default=2000, help="scans dropped at once")
     ap.add_argument("--idle", type=int, default=10, help="single scans dropped one at a time")
+    ap.add_argument("--blas-threads", type=int, default=DEFAULTS["watch"]["blas_threads"],
+                    help="BLAS threads of the service and of the in-process figures (0: the library's default)")
+    ap.add_argument("--predict-threads", type=int, default=DEFAULTS["watch"]["predict_threads"],
+                    help="threads predicting a batch's chunks, in the service and in-process")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = ap.parse_args()
     if not args.data.is_dir():
@@ -215,6 +230,8 @@ def main() -> None:
         return
     b, i, p = r["burst"], r["idle"], r["plain_loop"]
     print(f"model {r['model']['version']} ({r['input_size']}x{r['input_size']}), {r['cores']} cores, data {r['data']}")
+    print(f"BLAS (service and in-process, --blas-threads {r['blas_threads']}, --predict-threads "
+          f"{r['predict_threads']}): {r['blas']}")
     print(f"decode only ({r['decode_threads']} threads): {r['decode_only_scans_per_s']} scans/s "
           f"(1 thread: {r['decode_only_1_thread_scans_per_s']})")
     print(f"decode + batched predict, no service: {r['decode_and_predict_scans_per_s']} scans/s "

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import zipfile
+from concurrent.futures import Executor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -58,14 +59,15 @@ class Classifier:
     def identity(self) -> dict:
         return {"version": self.meta["version"], "sha256": self.meta["weights_sha256"]}
 
-    def logits(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    def logits(self, images: np.ndarray, batch_size: int | None = None, pool: Executor | None = None) -> np.ndarray:
         if len(images) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
-        return predict_logits(self.net, images, batch_size=batch_size or self.batch_size)
+        return predict_logits(self.net, images, batch_size=batch_size or self.batch_size, pool=pool)
 
-    def predict(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        """uint8 (N, size, size) -> calibrated class probabilities (N, classes)."""
-        return softmax(self.logits(images, batch_size) / self.temperature)
+    def predict(self, images: np.ndarray, batch_size: int | None = None, pool: Executor | None = None) -> np.ndarray:
+        """uint8 (N, size, size) -> calibrated class probabilities (N, classes); a thread pool
+        predicts its chunks in parallel."""
+        return softmax(self.logits(images, batch_size, pool) / self.temperature)
 
 
 def new_metadata(net: Network, class_names, preprocess: Preprocess, **extra) -> dict:

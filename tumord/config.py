@@ -68,6 +68,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "rescan_seconds": 30.0,  # periodic full rescan for events the observer lost
         "batch_size": 64,  # most scans classified together; a lone scan is not kept waiting
         "decode_threads": 2,
+        "predict_threads": 2,  # threads predicting a batch's chunks in parallel (one BLAS thread each)
         "blas_threads": 1,  # threads of the network's matrix products; 0: the BLAS library's default
         "max_pixels": 25_000_000,  # checked in the image header, before decoding
         "max_bytes": 268_435_456,

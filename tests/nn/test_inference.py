@@ -65,3 +65,22 @@ def test_pooling_before_or_after_relu_trains_identically():
     assert len(grads[0]) == len(grads[1]) == 8
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_chunks_predicted_in_parallel_threads_match_one_thread_after_training():
+    """Inference keeps no shared buffers: threads predicting chunks at once give the one-thread
+    result, even right after a training step whose batch had the chunks' shape (training keeps
+    its column buffers for reuse; predictions sharing them would overwrite each other's)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tumord.training.trainer import predict_logits
+
+    rng = np.random.default_rng(0)
+    net = Network((1, 48, 48), cnn_spec(channels=(8, 16, 32), classes=2), rng)
+    images = (rng.random((96, 48, 48)) * 255).astype(np.uint8)
+    x = images[:4, None].astype(np.float32) / 255
+    net.backward(net.forward(x, training=True))  # a training step's buffers, batch of 4
+    alone = predict_logits(net, images, batch_size=4)
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            np.testing.assert_array_equal(predict_logits(net, images, batch_size=4, pool=pool), alone)

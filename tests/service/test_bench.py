@@ -21,3 +21,5 @@ def test_benchmark_reports_every_figure(tmp_path):
     assert out["idle"]["n"] == 2 and out["idle"]["max_ms"] > 0
     assert out["decode_only_scans_per_s"] > 0 and out["plain_loop"]["scans_per_s"] > 0
     assert out["service_exit_code"] == 0
+    # the in-process figures ran with the service's BLAS thread cap (the default: one thread)
+    assert out["blas_threads"] == 1 and "threads=1" in out["blas"]

@@ -92,3 +92,29 @@ class TestClassify:
         second = c.classify([ready(root / "s0.png")])
         assert second.scans[0].already_done and second.scans[0].probabilities is None
         c.pool.shutdown()
+
+    def test_a_batch_is_predicted_by_several_threads_as_by_one(self, root, tmp_path, rng):
+        """With predict_threads, a CNN's chunks of a batch run in the prediction threads, and
+        each scan gets the probabilities a one-thread prediction gives."""
+        import threading
+
+        from tumord.data.images import Preprocess
+        from tumord.nn.conv import cnn_spec
+        from tumord.nn.network import Network
+
+        net = Network((1, 32, 32), cnn_spec(channels=(4, 8), classes=2), np.random.default_rng(0))
+        checkpoint.save(tmp_path / "cnn.npz", net, checkpoint.new_metadata(net, ["normal", "tumor"], Preprocess(size=32)))
+        cnn = checkpoint.load(tmp_path / "cnn.npz")
+        names = [f"c{i}.png" for i in range(11)]  # three chunks of the CNN's 4
+        for n in names:
+            (root / n).write_bytes(png(rng))
+        c = Classify(root=root, ready=queue.Queue(), out=queue.Queue(), slot=ModelSlot(cnn),
+                     ledger=Ledger(tmp_path / "l.sqlite3"), limits=LIMITS, batch_size=16, threads=2,
+                     inflight=Inflight(), retry=lambda p: None, log=get_logger(), predict_threads=2)
+        batch = c.classify([ready(root / n) for n in names])
+        assert any(t.name.startswith("predict") for t in threading.enumerate())
+        expected = cnn.predict(np.stack([cv2.resize(cv2.imread(str(root / n), 0), (32, 32),
+                                                    interpolation=cv2.INTER_AREA) for n in names]))
+        np.testing.assert_allclose([s.probabilities for s in batch.scans], expected, rtol=1e-5)
+        c.pool.shutdown()
+        c.predict_pool.shutdown()

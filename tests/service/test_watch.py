@@ -26,6 +26,7 @@ def folder(tmp_path):
     ("watch:\n  batch_size: many\n", ["config.yaml", "watch.batch_size", "whole number"]),
     ("watch:\n  observer: fsevents\n", ["config.yaml", "watch.observer", "native, polling"]),
     ("watch:\n  settle_seconds: -1\n", ["config.yaml", "watch.settle_seconds", "positive"]),
+    ("watch:\n  predict_threads: 0\n", ["config.yaml", "watch.predict_threads", "positive"]),
     ("watch:\n  on_success: shred\n", ["config.yaml", "watch.on_success", "archive, delete"]),
     ("paths:\n  input: nowhere\n", ["config.yaml", "paths.input", "does not exist"]),
     ("paths:\n  output: input\n", ["config.yaml", "paths.output", "inside the input folder"]),

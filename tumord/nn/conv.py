@@ -71,15 +71,14 @@ class Conv2D(Layer):
                 yield ky * self.kw + kx, slice(y0, y1), slice(x0, x1), slice(y0 + dy, y1 + dy), slice(x0 + dx, x1 + dx)
 
     def _column_buffer(self, shape, dtype, training: bool) -> np.ndarray:
-        """The kept buffer when it fits; training replaces it, while inference (validation
-        batches of another size, or a pass before a pending backward) takes a temporary one."""
-        fits = self._buf is not None and self._buf.shape == shape and self._buf.dtype == dtype
-        if fits and (training or self._cols is None):
-            return self._buf
-        buf = np.empty(shape, dtype)
-        if training:
-            self._buf = buf
-        return buf
+        """Training keeps one buffer across steps (replaced when the batch shape changes).
+        Inference takes its own every time, so predictions may run in several threads at once
+        and never overwrite columns a pending backward still needs."""
+        if not training:
+            return np.empty(shape, dtype)
+        if self._buf is None or self._buf.shape != shape or self._buf.dtype != dtype:
+            self._buf = np.empty(shape, dtype)
+        return self._buf
 
     def forward(self, x, training=False):
         return self._convolve(x, self.params["kernel"], self.params.get("b"), training)

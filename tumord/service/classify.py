@@ -121,12 +121,17 @@ def prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
 
 class Classify(threading.Thread):
     def __init__(self, *, root, ready: queue.Queue, out: queue.Queue, slot, ledger: Ledger, limits: Limits,
-                 batch_size: int, threads: int, inflight: Inflight, retry, log, explain: bool = False):
+                 batch_size: int, threads: int, inflight: Inflight, retry, log, explain: bool = False,
+                 predict_threads: int = 1):
         super().__init__(name="classify", daemon=True)
         self.root = os.path.abspath(root)
         self.ready, self.out, self.slot, self.ledger = ready, out, slot, ledger
         self.limits, self.batch_size, self.inflight, self.retry, self.log = limits, batch_size, inflight, retry, log
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="decode")
+        # chunks of a batch predicted in parallel, one BLAS thread each: on two cores this uses the
+        # second core while decoding leaves it idle, without BLAS threads waiting on each other
+        self.predict_pool = ThreadPoolExecutor(predict_threads, thread_name_prefix="predict") \
+            if predict_threads > 1 else None
         self.explain = explain
         self.stopping = threading.Event()
         self.heartbeat = time.monotonic()
@@ -150,6 +155,8 @@ class Classify(threading.Thread):
                     return
         finally:
             self.pool.shutdown(wait=True)
+            if self.predict_pool is not None:
+                self.predict_pool.shutdown(wait=True)
             self.out.put(None)  # tells the commit stage nothing more comes
 
     def _take(self, block: bool) -> list[Ready]:
@@ -187,7 +194,7 @@ class Classify(threading.Thread):
                 batch.scans.append(scan)
         todo = [s for s in batch.scans if s.image is not None and not s.already_done]
         if todo:
-            probs = batch.model.predict(np.stack([s.image for s in todo]))
+            probs = batch.model.predict(np.stack([s.image for s in todo]), pool=self.predict_pool)
             now = utc_now()
             for s, p in zip(todo, probs):
                 s.probabilities, s.classified_at = p, now

@@ -54,6 +54,7 @@ class Settings:
     rescan_seconds: float
     batch_size: int
     decode_threads: int
+    predict_threads: int
     max_pixels: int
     max_bytes: int
     delete_classified: bool
@@ -68,7 +69,8 @@ class Settings:
         """Checks values and folders; a problem is a ConfigError naming `source` and the key."""
         w, p = cfg["watch"], cfg["paths"]
         for key in ("poll_seconds", "settle_seconds", "stable_seconds", "rescan_seconds", "model_poll_seconds",
-                    "stall_seconds", "drain_seconds", "batch_size", "decode_threads", "max_pixels", "max_bytes"):
+                    "stall_seconds", "drain_seconds", "batch_size", "decode_threads", "predict_threads", "max_pixels",
+                    "max_bytes"):
             if not w[key] > 0:
                 raise ConfigError(f"{source}: watch.{key} = {w[key]!r} is not valid; expected a positive number")
         inp = Path(p["input"]).absolute()
@@ -92,7 +94,7 @@ class Settings:
             models=Path(p["models"]).absolute(), model_file=model_file, recursive=w["recursive"],
             observer=w["observer"], poll_seconds=w["poll_seconds"], settle_seconds=w["settle_seconds"],
             stable_seconds=w["stable_seconds"], rescan_seconds=w["rescan_seconds"], batch_size=w["batch_size"],
-            decode_threads=w["decode_threads"], max_pixels=w["max_pixels"], max_bytes=w["max_bytes"],
+            decode_threads=w["decode_threads"], predict_threads=w["predict_threads"], max_pixels=w["max_pixels"], max_bytes=w["max_bytes"],
             delete_classified=w["on_success"] == "delete", model_poll_seconds=w["model_poll_seconds"],
             stall_seconds=w["stall_seconds"], drain_seconds=w["drain_seconds"], explain=w["explain"],
             blas_threads=w["blas_threads"],
@@ -165,7 +167,7 @@ class Service:
                              rescan_seconds=s.rescan_seconds, ready=self.ready, inflight=self.inflight, log=self.log)
         self.classify = Classify(root=s.input, ready=self.ready, out=self.batches, slot=self.slot, ledger=self.ledger,
                                  limits=Limits(s.max_pixels, s.max_bytes), batch_size=s.batch_size,
-                                 threads=s.decode_threads, inflight=self.inflight, retry=self.intake.retry,
+                                 threads=s.decode_threads, predict_threads=s.predict_threads, inflight=self.inflight, retry=self.intake.retry,
                                  log=self.log, explain=s.explain)
         self.swapper = Swapper(self.slot, models_dir=None if s.model_file else s.models, model_file=s.model_file,
                                poll_seconds=s.model_poll_seconds, log=self.log)
@@ -178,7 +180,8 @@ class Service:
         self.pinger.start()
         self.notifier.send(READY=1, STATUS=self.status())
         self.log.info("service.ready", input=str(s.input), output=str(s.output), model=model.identity,
-                      observer=s.observer, recursive=s.recursive, blas_threads=blas, recovered=recovered,
+                      observer=s.observer, recursive=s.recursive, blas_threads=blas,
+                      predict_threads=s.predict_threads, recovered=recovered,
                       ledger=self.ledger.counts())
 
     # --- health and status ---------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,11 +42,16 @@ def make_lr(cfg: dict, steps_per_epoch: int) -> Callable[[int], float]:
 
 
 def predict_logits(net: Network, images: np.ndarray, idx: np.ndarray | None = None,
-                   batch_size: int = 128) -> np.ndarray:
-    """Inference-mode logits for images[idx] (all images when idx is None), batch by batch."""
+                   batch_size: int = 128, pool: Executor | None = None) -> np.ndarray:
+    """Inference-mode logits for images[idx] (all images when idx is None), batch by batch;
+    with a pool, its threads take the batches in parallel (inference keeps no shared state)."""
     idx = np.arange(len(images)) if idx is None else np.asarray(idx)
-    return np.concatenate([net.forward(to_input(np.asarray(images[idx[i : i + batch_size]]), net.input_shape))
-                           for i in range(0, len(idx), batch_size)])
+
+    def one(start: int) -> np.ndarray:
+        return net.forward(to_input(np.asarray(images[idx[start : start + batch_size]]), net.input_shape))
+
+    starts = range(0, len(idx), batch_size)
+    return np.concatenate(list(pool.map(one, starts) if pool is not None and len(starts) > 1 else map(one, starts)))
 
 
 def mixup(x: np.ndarray, rng: np.random.Generator, alpha: float) -> tuple[np.ndarray, np.ndarray, float]:
