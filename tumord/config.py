@@ -30,6 +30,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "train": {
         "seed": 0,
+        "split_seed": 0,
         "epochs": 40,
         "batch_size": 32,
         "optimizer": "adamw",

@@ -52,7 +52,7 @@ def prepare(data_dir: Path, cfg: dict, class_names: list[str] | None = None) -> 
     images, thumbs = load_images(listing.files, pre, cfg["paths"]["cache"])
     labels = np.array(listing.labels)
     groups = near_duplicate_groups(thumbs, t["dedup_similarity"])
-    split = group_split(labels, groups, t["val_fraction"], t["test_fraction"], t["seed"])
+    split = group_split(labels, groups, t["val_fraction"], t["test_fraction"], t["split_seed"])
     extra = None
     if t["extra_data"]:
         held_out = np.asarray(thumbs)[np.concatenate([split["val"], split["test"]])]
@@ -122,7 +122,8 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
         "images": int(len(data.labels)),
         "per_class": {n: int((data.labels == c).sum()) for c, n in enumerate(names)},
         "near_duplicate_groups": int(len(np.unique(data.groups))),
-        "split_seed": t["seed"],
+        "split_seed": t["split_seed"],
+        "seed": t["seed"],
         "split_sizes": {k: int(len(v)) for k, v in sp.items()},
         "extra_training_data": data.extra.summary if data.extra is not None else [],
         "epochs_run": len(hist.epochs), "best_epoch": hist.best_epoch, "train_seconds": round(hist.seconds, 1),
