@@ -49,12 +49,12 @@ def test_unseen_by_drops_whole_near_duplicate_groups():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Data, and two small models trained with different split seeds (so their splits overlap)."""
+    """Data, and two small models trained with different split seeds (train.split_seed) (so their splits overlap)."""
     root = tmp_path_factory.mktemp("gate")
     write_dataset(root / "data", per_class=60, size=64)
     out = {}
     for seed in (0, 1):
-        cfg = settings(root, seed=seed)
+        cfg = settings(root, seed=seed, split_seed=seed)
         staging = root / f"model{seed}"
         staging.mkdir()
         out[seed] = train(root / "data", cfg, staging)["report"]
@@ -80,7 +80,7 @@ class TestRunGate:
         root, reports = trained
         models = tmp_path / "models"
         current = make_current(root, models)
-        cfg = settings(root, seed=1)
+        cfg = settings(root, seed=1, split_seed=1)
         cfg["registry"]["gate"]["min_images"] = 1
         gate = run_gate(root / "model1" / "model.npz", reports[1], root / "data", models, cfg)
         seen = set(reports[0]["split"]["train"]) | set(reports[0]["split"]["val"])
@@ -97,7 +97,7 @@ class TestRunGate:
         root, reports = trained
         models = tmp_path / "models"
         make_current(root, models)
-        cfg = settings(root, seed=1)
+        cfg = settings(root, seed=1, split_seed=1)
         cfg["registry"]["gate"]["min_images"] = 1000
         gate = run_gate(root / "model1" / "model.npz", reports[1], root / "data", models, cfg)
         assert gate["images"] == len(reports[1]["split"]["test"]) and gate["excluded_seen_by_current"] == 0
