@@ -49,7 +49,7 @@ def test_unseen_by_drops_whole_near_duplicate_groups():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Data, and two small models trained with different split seeds (train.split_seed) (so their splits overlap)."""
+    """Data, and two small models trained with different train.split_seed values (so their splits overlap)."""
     root = tmp_path_factory.mktemp("gate")
     write_dataset(root / "data", per_class=60, size=64)
     out = {}
