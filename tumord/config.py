@@ -19,8 +19,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "output": "output",
         "models": "models",
         "cache": ".cache/tumord",
+        "training": "training",  # the site's labelled scans, one subfolder per class (tumord feedback)
     },
-    "preprocess": {"size": 128},
+    "preprocess": {"size": 128, "crop": False, "normalize": "none"},
     "model": {
         "architecture": "cnn",
         "hidden": 512,
@@ -44,6 +45,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "label_smoothing": 0.05,
         "mixup": 0.2,
         "precise_bn_batches": 20,
+        "init": "current",  # fine-tune from the current model (when it fits the settings), or "scratch"
+        "finetune_epochs": 5,
+        "finetune_lr": 0.0005,
+        "site": {
+            "share": 0.5,  # of each epoch's draws that are site scans (class-balanced within each source)
+            "min_images": 20,  # fewer labelled site scans are not used
+            "val_fraction": 0.2,  # of the site's scans, by near-duplicate group: threshold and early stopping
+            "test_fraction": 0.2,  # the gate's site test part
+        },
         "extra_data": [],
         "extra_classes": [],
         "val_fraction": 0.15,
@@ -58,6 +68,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
             "shift": 0.08,
             "brightness": 0.1,
             "contrast": 0.1,
+            "gamma": 0.0,
+            "blur": 0.0,
+            "noise": 0.0,
+            "bias_field": 0.0,
         },
     },
     "watch": {
@@ -95,7 +109,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 
 CHOICES = {
     "model.architecture": ("mlp", "cnn"),
+    "preprocess.normalize": ("none", "head_percentile"),
     "train.optimizer": ("sgd", "adamw"),
+    "train.init": ("current", "scratch"),
     "train.schedule": ("step", "warmup_cosine", "one_cycle"),
     "watch.observer": ("native", "polling"),
     "watch.on_success": ("archive", "delete"),

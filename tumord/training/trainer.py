@@ -71,8 +71,12 @@ class History:
 
 
 def fit(net: Network, images: np.ndarray, labels: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
-        cfg: dict, rng: np.random.Generator, on_epoch: Callable[[dict], None] = lambda e: None) -> History:
+        cfg: dict, rng: np.random.Generator, on_epoch: Callable[[dict], None] = lambda e: None,
+        weights: np.ndarray | None = None) -> History:
     """Trains in place on images[train_idx]; leaves the network at its best validation-loss epoch.
+
+    With weights (a probability per training image), each epoch draws len(train_idx) images with
+    replacement in those proportions instead of a permutation (site-aware sampling).
 
     Images stay uint8 (often a memory map) and are indexed per batch, never copied whole.
     """
@@ -89,13 +93,20 @@ def fit(net: Network, images: np.ndarray, labels: np.ndarray, train_idx: np.ndar
     if aug["enabled"]:
         from tumord.data.augment import augment_batch
 
+        from tumord.data.domain_augment import domain_augment
+
         kw = {k: aug[k] for k in ("flip", "rotate_deg", "scale", "shift", "brightness", "contrast")}
-        augment = lambda imgs: augment_batch(imgs, rng, **kw)  # noqa: E731
+        dkw = {k: aug[k] for k in ("gamma", "blur", "noise", "bias_field")}
+        if any(dkw.values()):
+            augment = lambda imgs: domain_augment(augment_batch(imgs, rng, **kw), rng, **dkw)  # noqa: E731
+        else:
+            augment = lambda imgs: augment_batch(imgs, rng, **kw)  # noqa: E731
     hist, best_loss, best_state, waited = History(), np.inf, None, 0
     start = time.monotonic()
     for epoch in range(1, cfg["epochs"] + 1):
         t0 = time.monotonic()
-        order = train_idx[rng.permutation(len(train_idx))]
+        order = train_idx[rng.permutation(len(train_idx)) if weights is None else
+                          rng.choice(len(train_idx), len(train_idx), p=weights)]
         losses, correct = [], 0
         for s in range(steps):
             idx = np.sort(order[s * bs : (s + 1) * bs])  # sorted: faster reads from a memory map
