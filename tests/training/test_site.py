@@ -4,7 +4,7 @@ import pytest
 
 from tumord.nn.losses import softmax
 from tumord.nn.network import Network, mlp_spec
-from tumord.training.site import choose_threshold, fold_threshold, list_site, sampling_weights
+from tumord.training.site import choose_threshold, finetune_draws, fold_threshold, list_site, sampling_weights
 
 
 def test_site_scans_get_their_share_and_every_class_an_equal_part():
@@ -57,3 +57,9 @@ def test_site_folders_may_lack_a_class_but_not_have_strange_ones(tmp_path):
     (tmp_path / "glioma").mkdir()
     with pytest.raises(ValueError, match="glioma"):
         list_site(tmp_path, ["normal", "tumor"])
+
+
+def test_a_fine_tuning_epoch_shows_each_site_scan_about_twice():
+    assert finetune_draws(160, 0.5, 3000, 32) == 640
+    assert finetune_draws(5, 0.5, 3000, 32) == 256  # at least 8 batches
+    assert finetune_draws(2000, 0.5, 3000, 32) == 3000  # never more than a plain epoch

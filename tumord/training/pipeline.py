@@ -21,7 +21,8 @@ from tumord.training.extra_data import Extra, load_extra
 from tumord.training.intervals import group_bootstrap
 from tumord.training.metrics import evaluate, expected_calibration_error
 from tumord.training.report import format_metrics, write_figure
-from tumord.training.site import Site, choose_threshold, fold_threshold, load_site, sampling_weights
+from tumord.training.site import (Site, choose_threshold, finetune_draws, fold_threshold, load_site,
+                                  sampling_weights)
 from tumord.training.trainer import History, build_network, fit, predict_logits
 
 log = get_logger("tumord.train")
@@ -121,7 +122,7 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
     pre = preprocess_from_config(cfg)
     site = load_site(Path(cfg["paths"]["training"]), names, pre, cfg) if cfg["paths"]["training"] else None
     images, labels, train_idx = data.training_set()
-    val_idx, weights = sp["val"], None
+    val_idx, weights, draws = sp["val"], None, None
     if site is not None:
         n = len(labels)
         log.info("site", root=str(site.listing.root), images=len(site.labels),
@@ -130,9 +131,11 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
         train_idx = np.concatenate([train_idx, n + site.split["train"]])
         val_idx = np.concatenate([val_idx, n + site.split["val"]])  # early stopping and temperature see both
         weights = sampling_weights(labels[train_idx], train_idx >= n, t["site"]["share"])
+        if init_from is not None:
+            draws = finetune_draws(len(site.split["train"]), t["site"]["share"], len(train_idx), t["batch_size"])
     if init_from is not None:  # fine-tuning: a short schedule at a low rate keeps what the model knew
         t = {**t, "epochs": t["finetune_epochs"], "lr": t["finetune_lr"], "patience": t["finetune_epochs"]}
-    hist: History = fit(net, images, labels, train_idx, val_idx, t, rng, _progress, weights)
+    hist: History = fit(net, images, labels, train_idx, val_idx, t, rng, _progress, weights, draws)
 
     y_va, y_te = labels[val_idx], data.labels[sp["test"]]
     val_logits = predict_logits(net, images, val_idx)

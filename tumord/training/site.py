@@ -79,6 +79,13 @@ def sampling_weights(labels: np.ndarray, is_site: np.ndarray, site_share: float)
     return w / w.sum()
 
 
+def finetune_draws(site_train: int, share: float, total: int, batch_size: int) -> int:
+    """Images per fine-tuning epoch: enough for each site training scan to come up about twice at
+    its share (at least 8 batches), never more than a plain epoch. A fine-tune on 200 site scans
+    then takes minutes, not the hour of a pass over every public scan per epoch."""
+    return int(min(total, max(8 * batch_size, np.ceil(2 * site_train / share))))
+
+
 def choose_threshold(p_positive: np.ndarray, positive: np.ndarray) -> float:
     """The P(positive) threshold with the best balanced accuracy (Youden's J); 0.5 when one class
     is missing. Taken midway between neighbouring scores, so it does not sit on a scan."""

@@ -72,17 +72,19 @@ class History:
 
 def fit(net: Network, images: np.ndarray, labels: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
         cfg: dict, rng: np.random.Generator, on_epoch: Callable[[dict], None] = lambda e: None,
-        weights: np.ndarray | None = None) -> History:
+        weights: np.ndarray | None = None, draws: int | None = None) -> History:
     """Trains in place on images[train_idx]; leaves the network at its best validation-loss epoch.
 
-    With weights (a probability per training image), each epoch draws len(train_idx) images with
-    replacement in those proportions instead of a permutation (site-aware sampling).
+    With weights (a probability per training image), each epoch draws `draws` images (default
+    len(train_idx)) with replacement in those proportions instead of a permutation (site-aware
+    sampling).
 
     Images stay uint8 (often a memory map) and are indexed per batch, never copied whole.
     """
     bs = cfg["batch_size"]
     y_val = labels[val_idx]
-    steps = max(1, len(train_idx) // bs)  # drop the ragged last batch: batch norm needs a real batch
+    per_epoch = len(train_idx) if weights is None or draws is None else draws
+    steps = max(1, per_epoch // bs)  # drop the ragged last batch: batch norm needs a real batch
     lr_at = make_lr(cfg, steps)
     opt_kwargs = {"lr": cfg["lr"], "weight_decay": cfg["weight_decay"]}
     if cfg["optimizer"] == "sgd":
@@ -106,7 +108,7 @@ def fit(net: Network, images: np.ndarray, labels: np.ndarray, train_idx: np.ndar
     for epoch in range(1, cfg["epochs"] + 1):
         t0 = time.monotonic()
         order = train_idx[rng.permutation(len(train_idx)) if weights is None else
-                          rng.choice(len(train_idx), len(train_idx), p=weights)]
+                          rng.choice(len(train_idx), per_epoch, p=weights)]
         losses, correct = [], 0
         for s in range(steps):
             idx = np.sort(order[s * bs : (s + 1) * bs])  # sorted: faster reads from a memory map
