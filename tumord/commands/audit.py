@@ -1,0 +1,119 @@
+"""`tumord audit --data DIR`: list scans whose label looks wrong and scans that are not brain MR.
+
+Writes audit.csv (every flagged scan, worst first) and audit.png (a contact sheet of them) into
+--out. The method is in tumord/training/audit.py; docs/cross-source.md has what it found.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tumord.atomic import write_atomic
+from tumord.commands.common import add_config_options, config_from_args, load_model
+from tumord.data.cache import load_images
+from tumord.data.dedup import near_duplicate_groups
+from tumord.data.sources import Source, parse_class_map
+
+COLUMNS = ["file", "label", "finding", "suggested_label", "label_probability", "ct_score", "colour", "outlier_z"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("audit", help="find likely label errors and scans that are not brain MR in labelled folders")
+    p.add_argument("--data", type=Path, required=True, action="append",
+                   help="folder with one subfolder per class (repeatable)")
+    p.add_argument("--map", action="append", default=[], metavar="FOLDER=CLASS",
+                   help="a class folder that is not a class of the model, e.g. glioma=tumor (repeatable)")
+    p.add_argument("--model", type=Path, default=None, help="model whose pooled features are used (default: current)")
+    p.add_argument("--out", type=Path, default=Path("audit"), help="folder for audit.csv and audit.png")
+    p.add_argument("--folds", type=int, default=5, help="folds of the out-of-fold predictions")
+    p.add_argument("--ct-score", type=float, default=4.0, help="CT-like above this score (see audit.py)")
+    p.add_argument("--colour", type=float, default=4.0, help="colour above this channel difference (0-255)")
+    p.add_argument("--outlier-z", type=float, default=8.0, help="unusual above this robust z of feature distance")
+    p.add_argument("--sheet", type=int, default=64, help="most scans on the contact sheet")
+    add_config_options(p)
+    p.set_defaults(run=run)
+
+
+def _findings(rows: list[dict], args) -> None:
+    for r in rows:
+        found = []
+        if r["suggested_label"]:
+            found.append("label")
+        if r["ct_score"] >= args.ct_score:
+            found.append("ct_like")
+        if r["colour"] >= args.colour:
+            found.append("colour")
+        if r["outlier_z"] >= args.outlier_z:
+            found.append("unusual")
+        r["finding"] = "+".join(found)
+
+
+def _sheet(path: Path, images: np.ndarray, rows: list[dict]) -> None:
+    import cv2
+
+    tiles = []
+    for r in rows:
+        tile = cv2.cvtColor(cv2.resize(np.asarray(images[r["index"]]), (128, 128)), cv2.COLOR_GRAY2BGR)
+        text = [r["finding"], f"{r['label']}" + (f">{r['suggested_label']}" if r["suggested_label"] else "")]
+        for k, line in enumerate(text):
+            cv2.putText(tile, line, (2, 12 + 12 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 255, 255), 1)
+        tiles.append(tile)
+    cols = 8
+    while len(tiles) % cols:
+        tiles.append(np.zeros_like(tiles[0]))
+    sheet = np.vstack([np.hstack(tiles[i : i + cols]) for i in range(0, len(tiles), cols)])
+    ok, png = cv2.imencode(".png", sheet)
+    write_atomic(path, png.tobytes())
+
+
+def run(args: argparse.Namespace) -> int:
+    from tumord.training import audit
+
+    cfg = config_from_args(args)
+    model = load_model(args.model, cfg)
+    if not any(s.get("type") == "globalavgpool" for s in model.meta["architecture"]["layers"]):
+        raise ValueError(f"{model.path}: the audit needs a CNN with global pooling (model.architecture = cnn)")
+    names = model.class_names
+    mapping = parse_class_map(args.map, names, "--map")
+    files, labels, images, thumbs = [], [], [], []
+    for folder in args.data:
+        f, y = Source.of(str(folder), folder, class_map=mapping).list(names)
+        imgs, th = load_images(f, model.preprocess, cfg["paths"]["cache"])
+        files += f
+        labels.append(y)
+        images.append(np.asarray(imgs))
+        thumbs.append(np.asarray(th))
+    labels, images, thumbs = np.concatenate(labels), np.concatenate(images), np.concatenate(thumbs)
+    groups = near_duplicate_groups(thumbs, cfg["train"]["dedup_similarity"])
+    features = audit.pooled_features(model.net, images)
+    probs = audit.out_of_fold_probs(features, labels, groups, len(names), args.folds)
+    suggested = audit.confident_label_issues(probs, labels)
+    z = audit.outlier_z(features, groups)
+    rows = []
+    for i, path in enumerate(files):
+        rows.append({"index": i, "file": str(path), "label": names[labels[i]],
+                     "suggested_label": names[suggested[i]] if suggested[i] >= 0 else "",
+                     "label_probability": round(float(probs[i, labels[i]]), 4),
+                     "ct_score": round(audit.ct_score(images[i]), 3),
+                     "colour": round(audit.colour_difference(path), 2), "outlier_z": round(float(z[i]), 2)})
+    _findings(rows, args)
+    flagged = sorted((r for r in rows if r["finding"]),
+                     key=lambda r: (not r["finding"].startswith("label"), r["label_probability"] - r["ct_score"]))
+    args.out.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(flagged)
+    write_atomic(args.out / "audit.csv", buf.getvalue().encode())
+    if flagged:
+        _sheet(args.out / "audit.png", images, flagged[: args.sheet])
+    counts = {k: sum(k in r["finding"].split("+") for r in flagged) for k in ("label", "ct_like", "colour", "unusual")}
+    oof_acc = float((probs.argmax(1) == labels).mean())
+    print(f"audited {len(rows)} scans (out-of-fold accuracy of the feature model {oof_acc:.3f}): "
+          + ", ".join(f"{v} {k}" for k, v in counts.items()) + f"; {args.out / 'audit.csv'}", file=sys.stderr)
+    return 0
