@@ -25,13 +25,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tumord import checkpoint  # noqa: E402
+from tumord.model import checkpoint  # noqa: E402
 from tumord.config import load_config  # noqa: E402
 from tumord.data.images import preprocess_from_config  # noqa: E402
 from tumord.training.calibration import fit_temperature  # noqa: E402
 from tumord.training.cross_source import load_loso, scores  # noqa: E402
 from tumord.training.precise_bn import recompute_batchnorm_statistics  # noqa: E402
-from tumord.training.trainer import build_network, fit, predict_logits  # noqa: E402
+from tumord.model.predict import predict_logits  # noqa: E402
+from tumord.training.trainer import build_network, fit  # noqa: E402
 
 DATASETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
 DOMAIN_AUG = {"gamma": 0.4, "blur": 1.2, "noise": 0.03, "bias_field": 0.6, "scale": 0.25}

@@ -26,14 +26,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tumord import checkpoint  # noqa: E402
+from tumord.model import checkpoint  # noqa: E402
 from tumord.config import load_config  # noqa: E402
 from tumord.data.split import group_split  # noqa: E402
 from tumord.nn.losses import softmax  # noqa: E402
 from tumord.training.calibration import fit_temperature  # noqa: E402
 from tumord.training.cross_source import load_loso, scores  # noqa: E402
 from tumord.training.site import choose_threshold, finetune_draws, fold_threshold, sampling_weights  # noqa: E402
-from tumord.training.trainer import fit, predict_logits  # noqa: E402
+from tumord.model.predict import predict_logits  # noqa: E402
+from tumord.training.trainer import fit  # noqa: E402
 
 DATASETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from tumord.data.images import to_input
+from tumord.model.predict import to_input
 from tumord.data.intensity import head_mask
 from tumord.nn.conv import GlobalAvgPool
 from tumord.nn.inference import infer

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.registry.support import check_registry, workdir
+from tests.support import check_registry, workdir
 from tests.synthetic import scan
-from tumord import registry
+from tumord.model import registry
 from tumord.cli import main
 
 
