@@ -31,7 +31,8 @@ def register(sub) -> None:
     p.add_argument("--model", type=Path, default=None, help="model whose pooled features are used (default: current)")
     p.add_argument("--out", type=Path, default=Path("audit"), help="folder for audit.csv and audit.png")
     p.add_argument("--folds", type=int, default=5, help="folds of the out-of-fold predictions")
-    p.add_argument("--ct-score", type=float, default=4.0, help="CT-like above this score (see audit.py)")
+    p.add_argument("--ct-score", type=float, default=0.12,
+                   help="CT-like at or above this share of the head at full brightness (see audit.py)")
     p.add_argument("--colour", type=float, default=4.0, help="colour above this channel difference (0-255)")
     p.add_argument("--outlier-z", type=float, default=8.0, help="unusual above this robust z of feature distance")
     p.add_argument("--sheet", type=int, default=64, help="most scans on the contact sheet")
@@ -96,14 +97,14 @@ def run(args: argparse.Namespace) -> int:
     z = audit.outlier_z(features, groups)
     rows = []
     for i, path in enumerate(files):
+        colour, ct = audit.scan_statistics(path)
         rows.append({"index": i, "file": str(path), "label": names[labels[i]],
                      "suggested_label": names[suggested[i]] if suggested[i] >= 0 else "",
                      "label_probability": round(float(probs[i, labels[i]]), 4),
-                     "ct_score": round(audit.ct_score(images[i]), 3),
-                     "colour": round(audit.colour_difference(path), 2), "outlier_z": round(float(z[i]), 2)})
+                     "ct_score": round(ct, 4), "colour": round(colour, 2), "outlier_z": round(float(z[i]), 2)})
     _findings(rows, args)
     flagged = sorted((r for r in rows if r["finding"]),
-                     key=lambda r: (not r["finding"].startswith("label"), r["label_probability"] - r["ct_score"]))
+                     key=lambda r: (not r["finding"].startswith("label"), r["label_probability"] - 10 * r["ct_score"]))
     args.out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, COLUMNS, extrasaction="ignore")
