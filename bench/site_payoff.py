@@ -2,7 +2,8 @@
 
     python bench/site_payoff.py --model models/versions/<v>/model.npz --out /tmp/payoff \
         [--k 0 50 100 200 500] [--select random uncertain] [--alone /tmp/loso/4class-base/model.npz]
-    python bench/site_payoff.py --plot /tmp/payoff/results.json --png docs/site-payoff.png
+    python bench/site_payoff.py --plot /tmp/payoff*/results.json --png docs/site-payoff.png
+One process per k (--k 50 --select random --out /tmp/payoff-r50, ...) runs them side by side.
 
 The 4-class set plays the new site. Its training part (less every scan nearly duplicating one
 the shipped model trained or was validated on) is the pool a person labels from; its test part,
@@ -85,8 +86,10 @@ def run(args) -> dict:
     d = loso.data
     seen, base_train, base_val = _seen_and_train(args.model, loso)
     pool, test = loso.unseen_part("4class", "train", seen), loso.unseen_part("4class", "test", seen)
-    p_pool = model.predict(d.images[pool])[:, 1]
-    rows = [{"k": 0, "select": "none", **scores(model.logits(d.images[test]), d.labels[test], model.temperature)}]
+    p_pool = model.predict(d.images[pool])[:, 1] if "uncertain" in args.select else None
+    rows = []
+    if 0 in args.k:
+        rows.append({"k": 0, "select": "none", **scores(model.logits(d.images[test]), d.labels[test], model.temperature)})
     if args.alone:
         alone = checkpoint.load(args.alone)
         rows.append({"k": None, "select": "trained on the 4-class set alone",
@@ -106,13 +109,14 @@ def run(args) -> dict:
     return {"pool": int(len(pool)), "test": int(len(test)), "rows": rows, "command": " ".join(sys.argv)}
 
 
-def plot(results: Path, png: Path) -> None:
+def plot(results: list[Path], png: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    r = json.loads(results.read_text())
+    parts = [json.loads(p.read_text()) for p in results]  # one file per process; the same pool and test
+    r = {**parts[0], "rows": [row for p in parts for row in p["rows"]]}
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     base = next(row for row in r["rows"] if row["k"] == 0)
     alone = next((row for row in r["rows"] if row["k"] is None), None)
@@ -140,7 +144,7 @@ def main() -> None:
     ap.add_argument("--alone", type=Path, default=None, help="a model trained on the 4-class set alone")
     ap.add_argument("--datasets", type=Path, default=DATASETS)
     ap.add_argument("--config", type=Path, default=None)
-    ap.add_argument("--plot", type=Path, default=None, help="results.json to plot (with --png)")
+    ap.add_argument("--plot", type=Path, nargs="+", default=None, help="results.json files to plot (with --png)")
     ap.add_argument("--png", type=Path, default=None)
     args = ap.parse_args()
     if args.plot:

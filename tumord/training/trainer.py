@@ -48,6 +48,14 @@ def mixup(x: np.ndarray, rng: np.random.Generator, alpha: float) -> tuple[np.nda
     return share * x + (1 - share) * x[partner], partner, share
 
 
+def _bn_sample(train_idx: np.ndarray, count: int, weights: np.ndarray | None, rng) -> np.ndarray:
+    """Images for batch-norm statistics, drawn as training draws them (so, with site weights, the
+    statistics are those of the mix the network trained on, not of the larger public sources)."""
+    if weights is None:
+        return rng.choice(train_idx, min(len(train_idx), count), replace=False)
+    return rng.choice(train_idx, count, p=weights)
+
+
 @dataclass
 class History:
     epochs: list[dict] = field(default_factory=list)
@@ -115,8 +123,8 @@ def fit(net: Network, images: np.ndarray, labels: np.ndarray, train_idx: np.ndar
             losses.append(loss)
             correct += int((logits.argmax(1) == y).sum())
         if cfg["precise_bn_batches"]:
-            sample = rng.choice(train_idx, min(len(train_idx), cfg["precise_bn_batches"] * bs), replace=False)
-            recompute_batchnorm_statistics(net, images, sample, bs, rng)
+            recompute_batchnorm_statistics(net, images, _bn_sample(train_idx, cfg["precise_bn_batches"] * bs,
+                                                                   weights, rng), bs, rng)
         val_logits = predict_logits(net, images, val_idx)
         val_loss, _ = softmax_cross_entropy(val_logits, y_val)
         row = {
@@ -142,6 +150,7 @@ def fit(net: Network, images: np.ndarray, labels: np.ndarray, train_idx: np.ndar
     if best_state is not None:
         net.load_state_dict(best_state)
     if cfg["precise_bn_batches"]:
-        recompute_batchnorm_statistics(net, images, train_idx, bs, rng)
+        final = train_idx if weights is None else _bn_sample(train_idx, per_epoch, weights, rng)
+        recompute_batchnorm_statistics(net, images, final, bs, rng)
     hist.seconds = time.monotonic() - start
     return hist
