@@ -1,23 +1,16 @@
 """`tumord eval` on several sources: each reported on its own, class maps, and --unseen."""
 import json
 
-import cv2
 import pytest
 
-from tests.synthetic import SMALL_MLP, as_set_options, write_dataset
+from tests.synthetic import SMALL_MLP, as_set_options, write_two_sources
 from tumord.cli import main
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """A model trained on source a; source b (notumor/glioma) holds copies of 6 of a's scans."""
-    root = tmp_path_factory.mktemp("eval")
-    write_dataset(root / "a", per_class=40, size=64, seed=1)
-    write_dataset(root / "b", per_class=15, size=64, seed=2, classes=("notumor", "glioma"))
-    for i in range(3):
-        for src, dst in (("normal", "notumor"), ("tumor", "glioma")):
-            img = cv2.imread(str(root / "a" / src / f"{src}_{i:03d}.png"), cv2.IMREAD_GRAYSCALE)
-            cv2.imwrite(str(root / "b" / dst / f"copy_{i}.jpg"), cv2.resize(img, (90, 90)))
+    root = write_two_sources(tmp_path_factory.mktemp("eval"), (40, 15), copies=3)
     opts = [*as_set_options(SMALL_MLP), "--set", f"paths.cache={root / 'cache'}"]
     assert main(["train", "--data", str(root / "a"), "--output", str(root / "m"), *opts]) == 0
     return root, opts

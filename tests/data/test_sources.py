@@ -1,9 +1,8 @@
 """Sources: several labelled collections with class maps, grouped and split together."""
-import cv2
 import numpy as np
 import pytest
 
-from tests.synthetic import write_dataset
+from tests.synthetic import write_dataset, write_two_sources
 from tumord.data.images import Preprocess
 from tumord.data.sources import Source, load_sources, split_sources, unseen
 from tumord.data.split import group_split
@@ -14,13 +13,7 @@ CLASSES = ["normal", "tumor"]
 @pytest.fixture(scope="module")
 def two_sources(tmp_path_factory):
     """Source a (normal/tumor) and source b (notumor/glioma), b holding resized copies of 10 of a's scans."""
-    root = tmp_path_factory.mktemp("sources")
-    write_dataset(root / "a", per_class=30, size=64, seed=1)
-    write_dataset(root / "b", per_class=30, size=64, seed=2, classes=("notumor", "glioma"))
-    for i in range(5):
-        for src, dst in (("normal", "notumor"), ("tumor", "glioma")):
-            img = cv2.imread(str(root / "a" / src / f"{src}_{i:03d}.png"), cv2.IMREAD_GRAYSCALE)
-            cv2.imwrite(str(root / "b" / dst / f"copy_{i}.jpg"), cv2.resize(img, (80, 80)))
+    root = write_two_sources(tmp_path_factory.mktemp("sources"), (30, 30), copies=5)
     sources = [Source.of("a", root / "a"), Source.of("b", root / "b", class_map={"notumor": "normal", "glioma": "tumor"})]
     return load_sources(sources, CLASSES, Preprocess(size=32), root / "cache")
 

@@ -14,20 +14,17 @@ from pathlib import Path
 import numpy as np
 
 from tumord.atomic import write_atomic
-from tumord.commands.common import add_config_options, config_from_args, load_model
+from tumord.commands.common import (add_config_options, add_source_options, config_from_args, labelled_sources,
+                                    load_model)
 from tumord.data.cache import load_images
 from tumord.data.dedup import near_duplicate_groups
-from tumord.data.sources import Source, parse_class_map
 
 COLUMNS = ["file", "label", "finding", "suggested_label", "label_probability", "ct_score", "colour", "outlier_z"]
 
 
 def register(sub) -> None:
     p = sub.add_parser("audit", help="find likely label errors and scans that are not brain MR in labelled folders")
-    p.add_argument("--data", type=Path, required=True, action="append",
-                   help="folder with one subfolder per class (repeatable)")
-    p.add_argument("--map", action="append", default=[], metavar="FOLDER=CLASS",
-                   help="a class folder that is not a class of the model, e.g. glioma=tumor (repeatable)")
+    add_source_options(p)
     p.add_argument("--model", type=Path, default=None, help="model whose pooled features are used (default: current)")
     p.add_argument("--out", type=Path, default=Path("audit"), help="folder for audit.csv and audit.png")
     p.add_argument("--folds", type=int, default=5, help="folds of the out-of-fold predictions")
@@ -80,10 +77,8 @@ def run(args: argparse.Namespace) -> int:
     if not any(s.get("type") == "globalavgpool" for s in model.meta["architecture"]["layers"]):
         raise ValueError(f"{model.path}: the audit needs a CNN with global pooling (model.architecture = cnn)")
     names = model.class_names
-    mapping = parse_class_map(args.map, names, "--map")
     files, labels, images, thumbs = [], [], [], []
-    for folder in args.data:
-        f, y = Source.of(str(folder), folder, class_map=mapping).list(names)
+    for _, f, y in labelled_sources(args, names):
         imgs, th = load_images(f, model.preprocess, cfg["paths"]["cache"])
         files += f
         labels.append(y)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tumord.commands.common import add_config_options, config_from_args, load_model
+from tumord.commands.common import (add_config_options, add_source_options, config_from_args, labelled_sources,
+                                    load_model)
 from tumord.data.cache import load_images
 from tumord.data.dedup import duplicates_any_of, near_duplicate_groups
-from tumord.data.sources import Source, parse_class_map
 from tumord.training.intervals import group_bootstrap
 from tumord.training.metrics import evaluate
 from tumord.training.report import format_metrics
@@ -25,10 +25,7 @@ from tumord.training.report import format_metrics
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a model on folders of labelled scans, each reported on its own")
-    p.add_argument("--data", type=Path, required=True, action="append",
-                   help="folder with one subfolder per class (repeatable: one source each)")
-    p.add_argument("--map", action="append", default=[], metavar="FOLDER=CLASS",
-                   help="a class folder that is not a class of the model, e.g. glioma=tumor (repeatable)")
+    add_source_options(p)
     p.add_argument("--unseen", action="store_true",
                    help="leave out scans nearly duplicating one the model trained or was validated on")
     p.add_argument("--model", type=Path, default=None, help="model file (default: the current model)")
@@ -64,14 +61,12 @@ def _metrics(model, images, thumbs, labels, negative: str | None, cfg: dict, tit
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     model = load_model(args.model, cfg)
-    mapping = parse_class_map(args.map, model.class_names, "--map")
     negative = cfg["train"]["negative_class"]
     if negative not in model.class_names:
         negative = next((n for n in ("normal", "notumor") if n in model.class_names), None)
     seen = _seen_thumbs(model, cfg) if args.unseen else None
     per_source, pooled = {}, []
-    for folder in args.data:
-        files, labels = Source.of(str(folder), folder, class_map=mapping).list(model.class_names)
+    for folder, files, labels in labelled_sources(args, model.class_names):
         images, thumbs = load_images(files, model.preprocess, cfg["paths"]["cache"])
         keep = np.arange(len(files))
         if seen is not None:
