@@ -192,7 +192,17 @@ def resolve(models_dir: str | Path, name: str) -> str:
 
 
 def _check_loads(models_dir: str | Path, version: str) -> None:
-    checkpoint.load(versions_dir(models_dir) / version / MODEL_FILE)  # CheckpointError says what is wrong
+    """The version loads (CheckpointError says what is wrong) and is the model its folder names.
+
+    A version folder copied by hand under another name still holds a model stamped with the
+    original version; serving it would make `models list`, the service and the verdicts disagree.
+    """
+    model_file = versions_dir(models_dir) / version / MODEL_FILE
+    own = checkpoint.load(model_file).identity["version"]
+    if own != version:
+        raise checkpoint.CheckpointError(
+            f"{model_file}: the folder is named {version} but the model in it is version {own}; "
+            f"promote {own} itself; a copied version folder is never served")
 
 
 def promote(models_dir: str | Path, version: str, expect_current: str | None | object = ANY) -> str | None:
@@ -266,6 +276,10 @@ def describe(models_dir: str | Path) -> list[dict]:
             meta = _metadata(versions_dir(models_dir) / name / MODEL_FILE)
         except CheckpointError as e:
             rows.append({**row, "error": str(e)})
+            continue
+        if meta.get("version") != name:  # a version folder copied by hand: never served (see _check_loads)
+            rows.append({**row, "error": f"the model in this folder is version {meta.get('version')}; "
+                                        "a copied version folder is never served"})
             continue
         report = read_report(models_dir, name) or {}
         test = report.get("test") or meta.get("metrics", {}).get("test") or {}
