@@ -192,17 +192,20 @@ def resolve(models_dir: str | Path, name: str) -> str:
 
 
 def _check_loads(models_dir: str | Path, version: str) -> None:
-    """The version loads (CheckpointError says what is wrong) and is the model its folder names.
+    model_file = versions_dir(models_dir) / version / MODEL_FILE
+    check_folder(model_file, checkpoint.load(model_file).identity["version"])  # CheckpointError says what is wrong
+
+
+def check_folder(model_file: Path, own_version: str) -> None:
+    """Refuses a model whose version folder is named after another version.
 
     A version folder copied by hand under another name still holds a model stamped with the
     original version; serving it would make `models list`, the service and the verdicts disagree.
     """
-    model_file = versions_dir(models_dir) / version / MODEL_FILE
-    own = checkpoint.load(model_file).identity["version"]
-    if own != version:
-        raise checkpoint.CheckpointError(
-            f"{model_file}: the folder is named {version} but the model in it is version {own}; "
-            f"promote {own} itself; a copied version folder is never served")
+    folder = Path(model_file).parent.name
+    if folder != own_version:
+        raise CheckpointError(f"{model_file}: the folder is named {folder} but the model in it is version "
+                              f"{own_version}; promote {own_version} itself, a copied version folder is never served")
 
 
 def promote(models_dir: str | Path, version: str, expect_current: str | None | object = ANY) -> str | None:

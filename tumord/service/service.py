@@ -25,7 +25,7 @@ from watchdog.observers.polling import PollingObserver
 
 from tumord.checkpoint import load
 from tumord.config import ConfigError
-from tumord.registry import current_model_path
+from tumord.registry import check_folder, current_model_path
 from tumord.service.classify import Classify, Limits
 from tumord.service.commit import Commit, Counters, Folders
 from tumord.service.intake import EVENT_FILTER, Inflight, Intake
@@ -148,6 +148,8 @@ class Service:
         self._lock()
         blas = limit_blas_threads(s.blas_threads)
         model = load(s.model_file if s.model_file is not None else current_model_path(s.models))
+        if s.model_file is None:
+            check_folder(model.path, model.identity["version"])
         check_model(model, None)
         self.slot = ModelSlot(model)
         for p in sweep_temporaries(s.output, s.archive, s.failed):

@@ -17,7 +17,7 @@ import numpy as np
 
 from tumord import checkpoint
 from tumord.checkpoint import CheckpointError, Classifier
-from tumord.registry import POINTER, current_model_path
+from tumord.registry import POINTER, check_folder, current_model_path
 
 
 def check_model(new: Classifier, old: Classifier | None) -> None:
@@ -86,6 +86,8 @@ class Swapper(threading.Thread):
         try:
             path = self.model_file if self.model_file is not None else current_model_path(self.models_dir)
             new = checkpoint.load(path)
+            if self.model_file is None:
+                check_folder(path, new.identity["version"])
             if new.identity == old.identity:
                 self.log.info("model.unchanged", reason=reason, version=old.identity["version"])
                 return False
