@@ -80,6 +80,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "stall_seconds": 60.0,  # a worker silent this long is hung: systemd watchdog pings stop
         "drain_seconds": 8.0,  # SIGTERM: longest wait for in-flight scans before exiting
         "explain": False,
+        # names of files still being written or uploaded (fnmatch, any case): never judged, waited for
+        "temporary_names": [".*", "~$*", "*.part", "*.partial", "*.filepart", "*.tmp", "*.temp", "*.crdownload",
+                            "*.download", "*.swp", "*~"],
+        "retry_seconds": 3600.0,  # a scan that cannot be read yet (permissions) is retried this long
     },
     "registry": {
         "keep": 10,  # versions kept, newest first; the current and the previous are always kept too

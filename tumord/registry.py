@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tumord import checkpoint
-from tumord.atomic import fsync_dir, write_atomic
+from tumord.atomic import TEMP_PREFIX, fsync_dir, write_atomic
 from tumord.checkpoint import CheckpointError
 
 POINTER = "current.json"
@@ -329,11 +329,11 @@ def clean_stale(models_dir: str | Path) -> list[str]:
     if not models_dir.is_dir():
         return []
     removed = []
-    with pointer_lock(models_dir):  # a promote in flight may own a .current.json.*.tmp right now
+    with pointer_lock(models_dir):  # a promote in flight may own a temporary pointer file right now
         for p in models_dir.iterdir():
             if p.name.startswith((STAGING_PREFIX, TRASH_PREFIX)) and p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
-            elif p.name.startswith(f".{POINTER}.") and p.name.endswith(".tmp"):
+            elif p.name.startswith((f".{POINTER}.", f"{TEMP_PREFIX}{POINTER}.")) and p.name.endswith(".tmp"):
                 p.unlink(missing_ok=True)
             else:
                 continue
