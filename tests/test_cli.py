@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from tests.synthetic import SMALL_MLP, as_set_options, scan, write_dataset
-from tumord import checkpoint
 from tumord.cli import main
-from tumord.registry import current_model_path
+from tumord.model import checkpoint
+from tumord.model.registry import current_model_path
 
 SMALL = as_set_options(SMALL_MLP)
 
@@ -141,7 +141,7 @@ def test_json_output_is_only_json_with_logs_on_stderr(trained, tmp_path):
     import subprocess
     import sys
 
-    from tests.registry.support import ROOT, child_env
+    from tests.support import ROOT, child_env
 
     def run(*args):
         return subprocess.run([sys.executable, "-m", "tumord.cli", *args], cwd=trained, capture_output=True,

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from tumord.checkpoint import Classifier
+from tumord.model.checkpoint import Classifier
 from tumord.service.ledger import Fingerprint, Row
 
 

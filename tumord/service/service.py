@@ -26,10 +26,10 @@ import cv2
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from tumord.checkpoint import load
-from tumord.config import ConfigError
 from tumord.atomic import sweep_temporaries
-from tumord.registry import check_folder, current_model_path
+from tumord.config import ConfigError
+from tumord.model.checkpoint import load
+from tumord.model.registry import check_folder, current_model_path
 from tumord.service.classify import Classify, Limits
 from tumord.service.commit import Commit, Counters, Folders
 from tumord.service.intake import Intake

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tumord import checkpoint
-from tumord.checkpoint import CheckpointError, Classifier
-from tumord.registry import POINTER, check_folder, current_model_path
+from tumord.model import checkpoint
+from tumord.model.checkpoint import CheckpointError, Classifier
+from tumord.model.registry import POINTER, check_folder, current_model_path
 from tumord.service.worker import Worker
 
 
