@@ -285,6 +285,8 @@ class Commit(Worker):
         except FileNotFoundError:
             return (), False  # moved before a crash, or removed by someone
         except OSError as e:
+            if problem(e, self.folders.output)[1]:
+                raise  # no space: finish() is retried as a whole, after the disk has room again
             self.log.error("scan.move_failed", file=printable(row.fingerprint.path), reason=e.strerror or str(e),
                            note="the verdict is recorded; the file is moved when next seen")
             return (), False
