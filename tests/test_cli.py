@@ -128,7 +128,7 @@ def test_json_output_is_only_json_with_logs_on_stderr(trained, tmp_path):
     import subprocess
     import sys
 
-    from tests.support import ROOT, child_env
+    from tests.support import child_env
 
     def run(*args):
         return subprocess.run([sys.executable, "-m", "tumord.cli", *args], cwd=trained, capture_output=True,

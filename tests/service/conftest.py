@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import signal
@@ -66,6 +67,20 @@ def drop(folder: Path, name: str, data: bytes) -> Path:
     tmp.write_bytes(data)
     os.replace(tmp, folder / name)
     return folder / name
+
+
+def staged(w: "Watch", rng: np.random.Generator, n: int, prefix: str = "s", name: str = "{prefix}{i:03d}.png"
+           ) -> dict[str, str]:
+    """n distinct PNG scans in a staging folder beside input/ (not yet dropped); name -> SHA-256."""
+    staging = w.root / "staging"
+    staging.mkdir(exist_ok=True)
+    digests = {}
+    for i in range(n):
+        data = png(rng)
+        file = name.format(prefix=prefix, i=i)
+        (staging / file).write_bytes(data)
+        digests[file] = hashlib.sha256(data).hexdigest()
+    return digests
 
 
 def verdicts(output: Path) -> list[dict]:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.service.conftest import csv_rows, drop, ledger_rows, png, verdicts
+from tests.service.conftest import csv_rows, drop, png, staged, verdicts
 
 PAUSE = ("tests.service.stoppoint", "pause", "1.5")  # the commit stage waits 1.5 s with verdicts written
 
@@ -22,19 +22,6 @@ def need(tool: str) -> str:
     if path is None:
         pytest.skip(f"{tool} not found (Debian package: {tool}; .ci/run installs it)")
     return path
-
-
-def staged(w, rng, n: int, prefix: str = "s") -> dict[str, str]:
-    """n scans in a staging folder beside input/; name -> SHA-256."""
-    staging = w.root / "staging"
-    staging.mkdir(exist_ok=True)
-    digests = {}
-    for i in range(n):
-        data = png(rng)
-        name = f"{prefix}{i:03d}.png"
-        (staging / name).write_bytes(data)
-        digests[name] = hashlib.sha256(data).hexdigest()
-    return digests
 
 
 def assert_one_verdict_each(w, digests: dict):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.conftest import Watch, csv_rows, drop, ledger_rows, make_model, png, verdicts
-from tests.service.test_clients import assert_one_verdict_each, staged, without_file_permission_override
+from tests.service.conftest import Watch, csv_rows, drop, ledger_rows, make_model, png, staged, verdicts
+from tests.service.test_clients import assert_one_verdict_each, without_file_permission_override
 
 PAUSE = ("tests.service.stoppoint", "pause", "1.5")
 
@@ -209,11 +209,12 @@ def fill(disk: Path) -> Path:
 class TestDiskFull:
     def test_full_output_disk_waits_reports_restarts_and_resumes(self, small_disk, rng, tmp_path, notify):
         """Item 3: with the disk full the service starts anyway, says "no space left on <path>" in the
-        log and STATUS (with the scans waiting counted), exits 0 on SIGTERM, starts again, and once
-        space returns judges every scan exactly once by itself."""
+        log and STATUS (with the scans waiting counted), keeps the watchdog pings going (a restart
+        would not help), exits 0 on SIGTERM, starts again, and once space returns judges every scan
+        exactly once by itself."""
         make_model(tmp_path / "models")
         shutil.copytree(tmp_path / "models", small_disk / "models")
-        w = Watch(small_disk, env=notify.env())
+        w = Watch(small_disk, watch={"stall_seconds": 2.0, "batch_size": 2}, env=notify.env())
         w.output.mkdir()
         digests = staged(w, rng, 20, "f")  # on the same file system, so moving them in needs no space
         w.start()
@@ -226,10 +227,12 @@ class TestDiskFull:
         try:
             for n in sorted(digests)[5:12]:
                 os.rename(w.root / "staging" / n, w.input / n)
-            status = notify.wait_status("no space left on")
+            notify.wait_status("no space left on")
             assert "queued 7" in notify.wait_status("queued 7")
             (full,) = w.wait_for("output.waiting", timeout=10)
             assert full["reason"] == f"no space left on {w.output}"
+            time.sleep(3.0)  # longer than stall_seconds: waiting for space is not a stall
+            assert notify.pings_since(time.monotonic() - 1.0) > 0
             t = time.monotonic()
             assert w.stop(timeout=15) == 0 and time.monotonic() - t < 10
             w.start()  # the disk is still full

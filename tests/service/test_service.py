@@ -14,22 +14,15 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.service.conftest import csv_rows, drop, leftovers, ledger_rows, make_model, png, point, verdicts
+from tests.service.conftest import csv_rows, drop, leftovers, ledger_rows, make_model, png, point, staged, verdicts
 from tumord.model import checkpoint
 
 
 def drop_many(w, rng, n, prefix="scan"):
     """Writes n distinct PNGs to a staging folder, then renames them all into input/ at once."""
-    staging = w.root / "staging"
-    staging.mkdir(exist_ok=True)
-    digests = {}
-    for i in range(n):
-        data = png(rng)
-        name = f"{prefix} {i:04d}.png"
-        (staging / name).write_bytes(data)
-        digests[name] = hashlib.sha256(data).hexdigest()
+    digests = staged(w, rng, n, prefix, name="{prefix} {i:04d}.png")
     for name in digests:
-        os.replace(staging / name, w.input / name)
+        os.replace(w.root / "staging" / name, w.input / name)
     return digests
 
 

@@ -144,7 +144,7 @@ class Classify(Worker):
                 items = [] if self.stopping.is_set() else self._take(block=pending is None)
                 started = self.start_batch(items) if items else None
                 if pending is not None:
-                    self.out.put(self.finish_batch(*pending))
+                    self._hand_over(self.finish_batch(*pending))
                 pending = started
                 if pending is None and self.stopping.is_set():
                     return
@@ -152,6 +152,16 @@ class Classify(Worker):
             self.pool.shutdown(wait=True)
             if self.predict_pool is not None:
                 self.predict_pool.shutdown(wait=True)
+
+    def _hand_over(self, batch: Batch) -> None:
+        """Waits while the commit stage is busy (a slow or full disk), still showing it is alive."""
+        while True:
+            self.beat()
+            try:
+                self.out.put(batch, timeout=1.0)
+                return
+            except queue.Full:
+                continue
 
     def _take(self, block: bool) -> list[Ready]:
         try:

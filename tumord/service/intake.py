@@ -16,7 +16,6 @@ import fnmatch
 import logging
 import os
 import queue
-import threading
 import time
 from dataclasses import dataclass
 
