@@ -6,7 +6,7 @@ its bytes, the decoded image and its gray copy). Samples the process's VmHWM (pe
 memory, what a cgroup's memory limit is compared with, page cache aside) and its thread count
 (systemd's TasksMax counts threads) every 20 ms.
 
-    python bench/service_peaks.py [--data DIR] [--burst 2000] [--big 6] [--big-side 5000]
+    python bench/service_peaks.py [--data DIR] [--burst 2000] [--big 6] [--big-side 5000] [--deep]
 """
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets" / "brain-tumor")
     ap.add_argument("--burst", type=int, default=2000)
     ap.add_argument("--big", type=int, default=6)
-    ap.add_argument("--big-side", type=int, default=5000, help="big TIFFs are SIDE x SIDE x 3 bytes, uncompressed")
+    ap.add_argument("--big-side", type=int, default=5000, help="big TIFFs are SIDE x SIDE pixels, uncompressed")
+    ap.add_argument("--deep", action="store_true", help="big TIFFs in 16-bit RGBA (8 bytes a pixel) instead of 8-bit RGB")
     args = ap.parse_args()
     files = sorted(p for p in args.data.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
@@ -56,7 +57,9 @@ def main() -> int:
         root = Path(tmp)
         for name in ("input", "output", "staging"):
             (root / name).mkdir()
-        big = np.random.default_rng(0).integers(0, 256, (args.big_side, args.big_side, 3), dtype=np.uint8)
+        shape, top, kind = ((args.big_side, args.big_side, 4), 65536, np.uint16) if args.deep else \
+            ((args.big_side, args.big_side, 3), 256, np.uint8)
+        big = np.random.default_rng(0).integers(0, top, shape, dtype=kind)
         for i in range(args.big):
             cv2.imwrite(str(root / "staging" / f"big{i}.tif"), big, [cv2.IMWRITE_TIFF_COMPRESSION, 1])
         big_mb = (root / "staging" / "big0.tif").stat().st_size / 2**20 if args.big else 0
@@ -112,7 +115,7 @@ def main() -> int:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)
         stop.set()
-    print(json.dumps({"date": time.strftime("%Y-%m-%d"), "burst": args.burst, "big": args.big,
+    print(json.dumps({"date": time.strftime("%Y-%m-%d"), "burst": args.burst, "big": args.big, "deep": args.deep,
                       "big_file_MiB": round(big_mb, 1), "idle_rss_MiB": round(idle["VmRSS"] / 1024, 1),
                       "idle_threads": idle["Threads"], "peaks_after": phases, "classified": classified[0],
                       "failed": failed[0], "exit": code}, indent=1))

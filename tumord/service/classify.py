@@ -17,6 +17,7 @@ import hashlib
 import os
 import queue
 import stat
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -122,8 +123,10 @@ def prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
 class Classify(Worker):
     def __init__(self, *, root, ready: queue.Queue, out: queue.Queue, slot, ledger: Ledger, limits: Limits,
                  batch_size: int, threads: int, inflight: Inflight, retry, log, explain: bool = False,
-                 predict_threads: int = 1):
+                 predict_threads: int = 1, after: threading.Event | None = None):
+        """after: an event to wait for before the first batch (the commit stage's start-up recovery)."""
         super().__init__("classify")
+        self.after = after
         self.root = os.path.abspath(root)
         self.ready, self.out, self.slot, self.ledger = ready, out, slot, ledger
         self.limits, self.batch_size, self.inflight, self.retry, self.log = limits, batch_size, inflight, retry, log
@@ -138,6 +141,8 @@ class Classify(Worker):
         """Decodes batch k+1 in the pool while batch k is predicted, so both cores stay busy. Once
         stopped, finishes the batch in hand; files still queued stay in the folder for next time."""
         pending = None
+        while self.after is not None and not self.after.wait(0.5):
+            self.beat()
         try:
             while True:
                 self.beat()

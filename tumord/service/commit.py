@@ -91,6 +91,8 @@ class Commit(Worker):
         self.inflight, self.counters, self.log, self.upstream = inflight, counters, log, upstream
         self.io = ThreadPoolExecutor(16, thread_name_prefix="fsync")  # parallel fsyncs share journal commits
         self.recovered: dict | None = None
+        # set once start-up recovery is over: batches judged before it could hold rows it changes
+        self.started = threading.Event()
 
     def run(self) -> None:
         """Recovers, then commits batches until stopped and the classifier has handed over its last."""
@@ -100,6 +102,7 @@ class Commit(Worker):
                 self.retrying("start-up", self.start_up)
             except Abandoned:
                 abandoned = True
+            self.started.set()
             while True:
                 self.beat()
                 try:

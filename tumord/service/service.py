@@ -167,13 +167,15 @@ class Service:
                              rescan_seconds=s.rescan_seconds, ready=self.ready, inflight=self.inflight, log=self.log,
                              observer=self.observer, writers=_reports_closes(self.observer),
                              temporary_names=s.temporary_names, retry_seconds=s.retry_seconds)
+        folders = Folders(s.input, s.output, s.archive, s.failed, s.delete_classified)
+        self.commit = Commit(batches=self.batches, ledger=self.ledger, csv=self.csv, folders=folders,
+                             inflight=self.inflight, counters=self.counters, log=self.log)
         self.classify = Classify(root=s.input, ready=self.ready, out=self.batches, slot=self.slot, ledger=self.ledger,
                                  limits=Limits(s.max_pixels, s.max_bytes, s.stable_seconds, s.retry_seconds),
                                  batch_size=s.batch_size, threads=s.decode_threads, predict_threads=s.predict_threads,
-                                 inflight=self.inflight, retry=self.intake.retry, log=self.log, explain=s.explain)
-        folders = Folders(s.input, s.output, s.archive, s.failed, s.delete_classified)
-        self.commit = Commit(batches=self.batches, ledger=self.ledger, csv=self.csv, folders=folders,
-                             inflight=self.inflight, counters=self.counters, log=self.log, upstream=self.classify)
+                                 inflight=self.inflight, retry=self.intake.retry, log=self.log, explain=s.explain,
+                                 after=self.commit.started)
+        self.commit.upstream = self.classify
         self.swapper = Swapper(self.slot, models_dir=None if s.model_file else s.models, model_file=s.model_file,
                                poll_seconds=s.model_poll_seconds, log=self.log)
         for t in self._workers():  # commit first: it finishes what a killed run left before new batches
