@@ -14,9 +14,9 @@ from tumord.logs import get_logger
 from tumord.model import checkpoint
 from tumord.model.registry import current_model_path
 from tumord.service.classify import Classify, Limits
-from tumord.service.commit import Commit, Counters, Folders
+from tumord.service.commit import Commit
 from tumord.service.moves import move as _move
-from tumord.service.records import Inflight, Ready
+from tumord.service.records import Counters, Folders, Inflight, Ready
 from tumord.service.ledger import Ledger
 from tumord.service.swap import ModelSlot
 from tumord.service.verdicts import VerdictCsv

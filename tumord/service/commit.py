@@ -38,13 +38,12 @@ import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from tumord.atomic import fsync_dir, write_many
 from tumord.service import moves
 from tumord.service.ledger import Ledger, Row
-from tumord.service.records import Batch, Scan, Verdict, printable, utc_now
+from tumord.service.records import Batch, Counters, Folders, Scan, Verdict, printable, utc_now
 from tumord.service.verdicts import (
     VerdictCsv,
     base_name,
@@ -57,26 +56,6 @@ from tumord.service.verdicts import (
 from tumord.service.worker import Worker, problem
 
 MAX_RETRY_SECONDS = 5.0  # longest pause between attempts at a failing step
-
-
-@dataclass
-class Folders:
-    input: Path
-    output: Path
-    archive: Path
-    failed: Path
-    delete_classified: bool
-
-
-class Counters:
-    def __init__(self):
-        self.classified = self.failed = self.skipped = 0
-        self.lock = threading.Lock()
-
-    def add(self, **kw) -> None:
-        with self.lock:
-            for k, v in kw.items():
-                setattr(self, k, getattr(self, k) + v)
 
 
 class Abandoned(Exception):

@@ -1,6 +1,10 @@
-"""What the service's stages hand each other: records only, so that stages import this and not each other.
+"""What the service's stages hand each other and share: records only, so that stages import this
+and not each other.
 
     Intake --Ready--> Classify --Batch of Scans--> Commit --Verdict--> ledger, files, verdicts.csv
+
+Shared: `Inflight` (paths handed on and not yet out of the input folder), `Counters` (for
+STATUS), `Folders` (where things go).
 """
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 
@@ -110,3 +115,23 @@ class Inflight:
     def __len__(self) -> int:
         with self._lock:
             return len(self._paths)
+
+
+@dataclass
+class Folders:
+    input: Path
+    output: Path
+    archive: Path
+    failed: Path
+    delete_classified: bool
+
+
+class Counters:
+    def __init__(self):
+        self.classified = self.failed = self.skipped = 0
+        self.lock = threading.Lock()
+
+    def add(self, **kw) -> None:
+        with self.lock:
+            for k, v in kw.items():
+                setattr(self, k, getattr(self, k) + v)

@@ -31,11 +31,11 @@ from tumord.config import ConfigError
 from tumord.model.checkpoint import load
 from tumord.model.registry import check_folder, current_model_path
 from tumord.service.classify import Classify, Limits
-from tumord.service.commit import Commit, Counters, Folders
+from tumord.service.commit import Commit
 from tumord.service.intake import Intake
 from tumord.service.ledger import Ledger
 from tumord.service.notify import Notifier, Pinger, watchdog_interval
-from tumord.service.records import Inflight
+from tumord.service.records import Counters, Folders, Inflight
 from tumord.service.swap import ModelSlot, Swapper, check_model
 from tumord.service.verdicts import CSV_NAME, VerdictCsv
 from tumord.service.worker import problem
