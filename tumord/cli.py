@@ -7,6 +7,7 @@ import sys
 
 from tumord import __version__
 from tumord.config import ConfigError
+from tumord.logs import setup_logging
 from tumord.model.checkpoint import CheckpointError
 
 # module name in tumord.commands for each subcommand, in the order `--help` lists them
@@ -18,18 +19,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tumord {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"tumord.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"tumord.commands.{name}":
-                raise
-            continue  # a command still being built
-        module.register(sub)
+        importlib.import_module(f"tumord.commands.{name}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    setup_logging()  # every command logs to stderr: stdout carries only its output (--json, predictions)
     try:
         return int(args.run(args) or 0)
     except (ConfigError, CheckpointError, ValueError, OSError) as e:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tumord.atomic import write_atomic
 from tumord.data.cache import load_images
 from tumord.data.dataset import list_dataset
 from tumord.data.dedup import near_duplicate_groups
@@ -49,18 +50,19 @@ class Prepared:
 
 
 def prepare(data_dir: Path, cfg: dict, class_names: list[str] | None = None) -> Prepared:
-    t = cfg["train"]
+    train_cfg = cfg["train"]
     pre = preprocess_from_config(cfg)
     listing = list_dataset(data_dir, class_names)
     images, thumbs = load_images(listing.files, pre, cfg["paths"]["cache"])
     labels = np.array(listing.labels)
-    groups = near_duplicate_groups(thumbs, t["dedup_similarity"])
-    split = group_split(labels, groups, t["val_fraction"], t["test_fraction"], t["split_seed"])
+    groups = near_duplicate_groups(thumbs, train_cfg["dedup_similarity"])
+    split = group_split(labels, groups, train_cfg["val_fraction"], train_cfg["test_fraction"],
+                        train_cfg["split_seed"])
     extra = None
-    if t["extra_data"]:
+    if train_cfg["extra_data"]:
         held_out = np.asarray(thumbs)[np.concatenate([split["val"], split["test"]])]
-        extra = load_extra(t["extra_data"], t["extra_classes"], listing.class_names, pre, cfg["paths"]["cache"],
-                           held_out, t["dedup_similarity"])
+        extra = load_extra(train_cfg["extra_data"], train_cfg["extra_classes"], listing.class_names, pre,
+                           cfg["paths"]["cache"], held_out, train_cfg["dedup_similarity"])
     return Prepared(listing, images, labels, groups, split, extra)
 
 
@@ -103,16 +105,16 @@ def _adapt_to_site(net, site: Site, names: list[str], negative: str, temperature
 
 def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classifier | None = None) -> dict:
     """Trains, calibrates and evaluates; writes model.npz, report.json, report.png into staging."""
-    t = cfg["train"]
+    train_cfg = cfg["train"]
     class_names = init_from.class_names if init_from else None
     data = prepare(data_dir, cfg, class_names)
     names = data.listing.class_names
-    sp = data.split
-    if min(len(sp["train"]), len(sp["val"]), len(sp["test"])) == 0:
+    split = data.split
+    if min(len(split["train"]), len(split["val"]), len(split["test"])) == 0:
         raise ValueError(f"{data_dir}: too few images to split into train/validation/test ({len(data.labels)})")
     log.info("data", root=str(data_dir), images=len(data.labels), groups=int(len(np.unique(data.groups))),
-             train=len(sp["train"]), val=len(sp["val"]), test=len(sp["test"]))
-    rng = np.random.default_rng(t["seed"])
+             train=len(split["train"]), val=len(split["val"]), test=len(split["test"]))
+    rng = np.random.default_rng(train_cfg["seed"])
     net = build_network(cfg["model"], cfg["preprocess"]["size"], len(names), rng)
     if init_from is not None:
         if init_from.net.spec != net.spec or init_from.net.input_shape != net.input_shape:
@@ -123,7 +125,8 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
     pre = preprocess_from_config(cfg)
     site = load_site(Path(cfg["paths"]["training"]), names, pre, cfg) if cfg["paths"]["training"] else None
     images, labels, train_idx = data.training_set()
-    val_idx, weights, draws = sp["val"], None, None
+    val_idx, weights, draws = split["val"], None, None
+    fit_cfg = train_cfg
     if site is not None:
         n = len(labels)
         log.info("site", root=str(site.listing.root), images=len(site.labels),
@@ -131,22 +134,25 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
         images, labels = np.concatenate([np.asarray(images), site.images]), np.concatenate([labels, site.labels])
         train_idx = np.concatenate([train_idx, n + site.split["train"]])
         val_idx = np.concatenate([val_idx, n + site.split["val"]])  # early stopping and temperature see both
-        weights = sampling_weights(labels[train_idx], train_idx >= n, t["site"]["share"])
+        weights = sampling_weights(labels[train_idx], train_idx >= n, train_cfg["site"]["share"])
         if init_from is not None:
-            draws = finetune_draws(len(site.split["train"]), t["site"]["share"], len(train_idx), t["batch_size"])
+            draws = finetune_draws(len(site.split["train"]), train_cfg["site"]["share"], len(train_idx),
+                                   train_cfg["batch_size"])
     if init_from is not None:  # fine-tuning: a short schedule at a low rate keeps what the model knew
-        t = {**t, "epochs": t["finetune_epochs"], "lr": t["finetune_lr"], "patience": t["finetune_epochs"]}
-    hist: History = fit(net, images, labels, train_idx, val_idx, t, rng, _progress, weights, draws)
+        fit_cfg = {**train_cfg, "epochs": train_cfg["finetune_epochs"], "lr": train_cfg["finetune_lr"],
+                   "patience": train_cfg["finetune_epochs"]}
+    hist: History = fit(net, images, labels, train_idx, val_idx, fit_cfg, rng, _progress, weights, draws)
 
-    y_va, y_te = labels[val_idx], data.labels[sp["test"]]
+    y_va, y_te = labels[val_idx], data.labels[split["test"]]
     val_logits = predict_logits(net, images, val_idx)
     temperature = fit_temperature(val_logits, y_va)
-    site_report = _adapt_to_site(net, site, names, t["negative_class"], temperature) if site is not None else None
+    site_report = (_adapt_to_site(net, site, names, train_cfg["negative_class"], temperature)
+                   if site is not None else None)
     del images, labels
-    test_logits = predict_logits(net, data.images, sp["test"])
+    test_logits = predict_logits(net, data.images, split["test"])
     probs = softmax(test_logits / temperature)
-    metrics = evaluate(probs, y_te, names, t["negative_class"])
-    metrics["intervals"] = group_bootstrap(probs, y_te, data.groups[sp["test"]], names, t["negative_class"])
+    metrics = evaluate(probs, y_te, names, train_cfg["negative_class"])
+    metrics["intervals"] = group_bootstrap(probs, y_te, data.groups[split["test"]], names, train_cfg["negative_class"])
     calibration = {
         "temperature": temperature,
         "val_ece_before": expected_calibration_error(softmax(val_logits), y_va),
@@ -159,9 +165,9 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
         "images": int(len(data.labels)),
         "per_class": {n: int((data.labels == c).sum()) for c, n in enumerate(names)},
         "near_duplicate_groups": int(len(np.unique(data.groups))),
-        "split_seed": t["split_seed"],
-        "seed": t["seed"],
-        "split_sizes": {k: int(len(v)) for k, v in sp.items()},
+        "split_seed": train_cfg["split_seed"],
+        "seed": train_cfg["seed"],
+        "split_sizes": {k: int(len(v)) for k, v in split.items()},
         "extra_training_data": data.extra.summary if data.extra is not None else [],
         "initialized_from": init_from.identity if init_from is not None else None,
         "epochs_run": len(hist.epochs), "best_epoch": hist.best_epoch, "train_seconds": round(hist.seconds, 1),
@@ -175,8 +181,8 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
     report = {"model": {"version": meta["version"], "sha256": meta["weights_sha256"]}, "test": metrics,
               "calibration": calibration, "summary": summary, "history": hist.epochs, "split": _split_record(data),
               "site": site_report}
-    (staging / "report.json").write_text(json.dumps(report, indent=1))
-    write_figure(staging / "report.png", hist.epochs, probs, y_te, metrics, t["negative_class"])
+    write_atomic(staging / "report.json", json.dumps(report, indent=1))
+    write_figure(staging / "report.png", hist.epochs, probs, y_te, metrics, train_cfg["negative_class"])
     print(format_metrics(metrics, f"Test split of {data_dir}"), file=sys.stderr)
     print(f"  calibration: temperature {temperature:.3f}, test ECE {calibration['test_ece_before']:.4f} -> "
           f"{calibration['test_ece_after']:.4f}", file=sys.stderr)
