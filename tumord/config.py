@@ -81,6 +81,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "drain_seconds": 8.0,  # SIGTERM: longest wait for in-flight scans before exiting
         "explain": False,
     },
+    "dicom": {
+        "series_stable_seconds": 60.0,  # mercure and Orthanc wait 60 s for a series to complete
+        "series_rule": "max",
+        "series_top_k": 3,
+        "write_results": False,
+    },
     "registry": {
         "keep": 10,  # versions kept, newest first; the current and the previous are always kept too
         "lock": "train.lock",  # relative to paths.models
@@ -99,6 +105,7 @@ CHOICES = {
     "train.schedule": ("step", "warmup_cosine", "one_cycle"),
     "watch.observer": ("native", "polling"),
     "watch.on_success": ("archive", "delete"),
+    "dicom.series_rule": ("max", "top_k_mean"),
 }
 
 NOT_NEGATIVE = {

@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tumord.checkpoint import Classifier
+from tumord.data.dicom import DicomInfo, is_dicom, model_slices
 from tumord.data.images import ImageError, decode_gray, resize
 from tumord.explain import explanation_png
 from tumord.service import safety
 from tumord.service.intake import Inflight, Ready, utc_now
 from tumord.service.ledger import Fingerprint, Ledger, Row
+from tumord.service.series import instance_probabilities
 from tumord.service.stability import signature
 from tumord.service.verdicts import printable
 
@@ -40,6 +42,8 @@ class Scan:
     probabilities: np.ndarray | None = None
     classified_at: str = ""
     explanation: bytes | None = None  # heat-map PNG, when the service is asked to explain
+    dicom: DicomInfo | None = None  # a DICOM instance's identifiers; its image is then (frames, H, W)
+    slice_probabilities: np.ndarray | None = None  # DICOM: one row per frame
 
     @property
     def path(self) -> str:
@@ -109,6 +113,9 @@ def prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
         return fail(f"cannot be read ({e.strerror})")
     scan.fingerprint = Fingerprint.of(rel, lst, hashlib.sha256(data).hexdigest())
     try:
+        if is_dicom(data):  # recognised by content, with or without a .dcm name
+            scan.image, scan.dicom = model_slices(data, shown, model.preprocess, limits.max_pixels)
+            return scan
         safety.check_suffix(shown)
         safety.check_image(data, shown, limits.max_pixels)
         scan.image = resize(decode_gray(data, shown), model.preprocess)
@@ -194,12 +201,18 @@ class Classify(threading.Thread):
                 batch.scans.append(scan)
         todo = [s for s in batch.scans if s.image is not None and not s.already_done]
         if todo:
-            probs = batch.model.predict(np.stack([s.image for s in todo]), pool=self.predict_pool)
+            # a DICOM instance brings one image per frame: predicted together, then regrouped
+            images = [s.image if s.dicom is not None else s.image[None] for s in todo]
+            probs = np.split(batch.model.predict(np.concatenate(images), pool=self.predict_pool),
+                             np.cumsum([len(i) for i in images])[:-1])
             now = utc_now()
             for s, p in zip(todo, probs):
-                s.probabilities, s.classified_at = p, now
+                driver, s.probabilities, s.classified_at = 0, p[0], now
+                if s.dicom is not None:  # the instance is judged by its frame of highest tumor probability
+                    s.slice_probabilities = p
+                    driver, s.probabilities = instance_probabilities(p, batch.model.class_names)
                 if self.explain:
-                    s.explanation = explanation_png(batch.model, s.image)
+                    s.explanation = explanation_png(batch.model, s.image[driver] if s.dicom else s.image)
         for s in batch.scans:
             s.image = None  # the commit stage needs only the probabilities
         return batch

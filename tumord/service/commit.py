@@ -42,6 +42,7 @@ from tumord import __version__
 from tumord.service.classify import Batch, Scan
 from tumord.service.intake import Inflight, utc_now
 from tumord.service.ledger import Ledger, Row
+from tumord.service.series import instance_fields
 from tumord.service.verdicts import TEMP_PREFIX, VerdictCsv, base_name, csv_line, printable, to_json, write_files
 
 
@@ -67,10 +68,11 @@ class Counters:
 
 class Commit(threading.Thread):
     def __init__(self, *, batches: queue.Queue, ledger: Ledger, csv: VerdictCsv, folders: Folders,
-                 inflight: Inflight, counters: Counters, log):
+                 inflight: Inflight, counters: Counters, log, series=None):
         super().__init__(name="commit", daemon=True)
         self.batches, self.ledger, self.csv, self.folders = batches, ledger, csv, folders
         self.inflight, self.counters, self.log = inflight, counters, log
+        self.series = series  # SeriesTracker: told of each DICOM verdict once it is durable
         self.io = ThreadPoolExecutor(16, thread_name_prefix="fsync")  # parallel fsyncs share journal commits
         self.heartbeat = time.monotonic()
         self.stopping = threading.Event()
@@ -121,14 +123,18 @@ class Commit(threading.Thread):
     def record(self, scans: list[Scan], model) -> list[dict]:
         """Steps 1 to 3: names reserved, verdict and error files durable, rows `written`."""
         rows = self._reserve(scans)
-        updates, files = [], []
+        updates, files, dicom = [], [], []
         for scan, row in zip(scans, rows):
             update, record, target = self._outcome(scan, row, model)
             updates.append(update)
+            if scan.dicom is not None and scan.error is None:
+                dicom.append((scan, record))
             files.append((target, to_json(record)))
             if scan.explanation is not None and scan.error is None:
                 files.append((self.folders.output / record["explanation"], scan.explanation))
         write_files(files, self.io)
+        if self.series is not None and dicom:  # before `written`: a crash in between re-notes the same rows
+            self.series.note_many(dicom)
         at = self.csv.size()
         for u in updates:
             if u["csv_line"] is not None:
@@ -177,6 +183,7 @@ class Commit(threading.Thread):
                 "tumord_version": __version__,
                 "verdict": f"{row.name}.json",
                 **({"explanation": f"{row.name}.png"} if scan.explanation is not None else {}),
+                **instance_fields(scan, model.class_names),
                 "archived_as": "" if f.delete_classified else str(f.archive / f"{row.name}{suffix}"),
             }
             update.update(outcome="classified", label=label, model=model.identity["version"],

@@ -30,6 +30,7 @@ from tumord.service.classify import Classify, Limits
 from tumord.service.commit import Commit, Counters, Folders
 from tumord.service.intake import EVENT_FILTER, Inflight, Intake
 from tumord.service.ledger import Ledger
+from tumord.service.series import Rule, SeriesTracker
 from tumord.service.notify import Notifier, Pinger, watchdog_interval
 from tumord.service.swap import ModelSlot, Swapper, check_model
 from tumord.service.verdicts import CSV_NAME, VerdictCsv, sweep_temporaries
@@ -63,6 +64,9 @@ class Settings:
     drain_seconds: float
     explain: bool = False
     blas_threads: int = 0
+    series_stable_seconds: float = 60.0
+    series_rule: Rule = Rule()
+    write_dicom_results: bool = False
 
     @classmethod
     def from_config(cls, cfg: dict, source: str, model_file: Path | None = None) -> "Settings":
@@ -73,6 +77,13 @@ class Settings:
                     "max_bytes"):
             if not w[key] > 0:
                 raise ConfigError(f"{source}: watch.{key} = {w[key]!r} is not valid; expected a positive number")
+        d = cfg["dicom"]
+        for key in ("series_stable_seconds", "series_top_k"):
+            if not d[key] > 0:
+                raise ConfigError(f"{source}: dicom.{key} = {d[key]!r} is not valid; expected a positive number")
+        if d["write_results"] and w["on_success"] == "delete":
+            raise ConfigError(f"{source}: dicom.write_results = true needs watch.on_success = archive: the SR is "
+                              "built from the archived instances")
         inp = Path(p["input"]).absolute()
         if not inp.is_dir():
             what = "is not a folder" if inp.exists() else "does not exist"
@@ -97,8 +108,18 @@ class Settings:
             decode_threads=w["decode_threads"], predict_threads=w["predict_threads"], max_pixels=w["max_pixels"], max_bytes=w["max_bytes"],
             delete_classified=w["on_success"] == "delete", model_poll_seconds=w["model_poll_seconds"],
             stall_seconds=w["stall_seconds"], drain_seconds=w["drain_seconds"], explain=w["explain"],
-            blas_threads=w["blas_threads"],
+            blas_threads=w["blas_threads"], series_stable_seconds=d["series_stable_seconds"],
+            series_rule=Rule(d["series_rule"], d["series_top_k"]), write_dicom_results=d["write_results"],
         )
+
+
+def dicom_results(s: Settings):
+    """The writer of DICOM SR and secondary captures, when dicom.write_results asks for them."""
+    if not s.write_dicom_results:
+        return None
+    from tumord.dicom_out import ResultWriter
+
+    return ResultWriter(s.output / "dicom", s.output)
 
 
 def limit_blas_threads(threads: int) -> int:
@@ -157,8 +178,10 @@ class Service:
         self.ready: queue.Queue = queue.Queue()
         self.batches: queue.Queue = queue.Queue(maxsize=2)  # backpressure when the disk is slow
         folders = Folders(s.input, s.output, s.archive, s.failed, s.delete_classified)
+        self.series = SeriesTracker(s.output, stable_seconds=s.series_stable_seconds, rule=s.series_rule,
+                                    log=self.log, results=dicom_results(s))
         self.commit = Commit(batches=self.batches, ledger=self.ledger, csv=self.csv, folders=folders,
-                             inflight=self.inflight, counters=self.counters, log=self.log)
+                             inflight=self.inflight, counters=self.counters, log=self.log, series=self.series)
         recovered = self.commit.recover()  # before the CSV header check: offsets refer to the old file
         rotated = self.csv.open()
         if rotated:
@@ -174,7 +197,7 @@ class Service:
         self.observer = PollingObserver(timeout=s.poll_seconds) if s.observer == "polling" else native_observer()
         self.observer.schedule(self.intake.handler, str(s.input), recursive=s.recursive, event_filter=EVENT_FILTER)
         self.observer.start()  # before the backlog scan in intake, so nothing falls between the two
-        for t in (self.commit, self.classify, self.intake, self.swapper):
+        for t in (self.commit, self.classify, self.intake, self.swapper, self.series):
             t.start()
         self.pinger = Pinger(self.notifier, watchdog_interval(), self.healthy, self.status)
         self.pinger.start()
@@ -186,7 +209,7 @@ class Service:
 
     # --- health and status ---------------------------------------------------------------------
     def _workers(self) -> list:
-        return [self.intake, self.classify, self.commit, self.swapper]
+        return [self.intake, self.classify, self.commit, self.swapper, self.series]
 
     def dead(self) -> list[str]:
         """Components whose thread has ended."""
@@ -239,7 +262,8 @@ class Service:
         self.intake.stop()
         self.classify.stop()
         self.swapper.stop()
-        for t in (self.observer, self.intake, self.classify, self.commit):
+        self.series.stop()
+        for t in (self.observer, self.intake, self.classify, self.commit, self.series):
             t.join(max(0.0, deadline - time.monotonic()))
         drained = not self.commit.is_alive() and not self.classify.is_alive()
         if not drained:
