@@ -146,7 +146,11 @@ class SeriesTracker(threading.Thread):
         instances = [i for i in self.store.instances(uid) if (output / i.verdict).exists()]
         record = self.verdict(uid, instances)
         if self.results is not None and instances:
-            record["dicom_results"] = self.results(record, instances)
+            try:
+                record["dicom_results"] = self.results(record, instances)
+            except Exception as e:  # a source that highdicom rejects must not stop series verdicts
+                record["dicom_results"] = {"error": f"{type(e).__name__}: {e}"}
+                self.log.error("series.dicom_results_failed", series=uid, reason=record["dicom_results"]["error"])
         self.folder.mkdir(exist_ok=True)
         path = self.folder / f"{safe_uid(uid)}.json"
         write_files([(path, to_json(record))])
