@@ -121,6 +121,10 @@ class SeriesTracker(threading.Thread):
         return self.store.open_count()
 
     def run(self) -> None:
+        reopened = self.store.restart_windows(time.time())
+        if reopened:
+            self.log.info("series.waiting", open=reopened, seconds=self.stable_seconds,
+                          reason="restarted: their next instances may still be in the input folder")
         try:
             while not self.stopping.wait(min(1.0, self.stable_seconds / 4)):
                 self.heartbeat = time.monotonic()

@@ -90,6 +90,14 @@ class SeriesStore:
                 db.execute("ROLLBACK")
                 raise
 
+    def restart_windows(self, now: float) -> int:
+        """Open series wait a whole window again: after a restart, their next instances may still
+        be waiting in the input folder's backlog. Returns how many are open."""
+        with self._lock:
+            if self._db is None:
+                return 0
+            return self._db.execute("UPDATE series SET last_arrival = ? WHERE done = 0", (now,)).rowcount
+
     def due(self, now: float, quiet: float) -> list[str]:
         """Open series whose last instance arrived at least `quiet` seconds ago."""
         with self._lock:
