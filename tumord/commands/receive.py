@@ -10,7 +10,7 @@ from pathlib import Path
 from tumord.commands.common import add_config_options, config_from_args
 from tumord.config import ConfigError
 from tumord.logs import get_logger, setup_logging
-from tumord.receiver import Receiver
+from tumord.service.receiver import Receiver
 from tumord.service.notify import Notifier
 
 

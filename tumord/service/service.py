@@ -23,9 +23,9 @@ import cv2
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from tumord.checkpoint import load
 from tumord.config import ConfigError
-from tumord.registry import current_model_path
+from tumord.model.checkpoint import load
+from tumord.model.registry import current_model_path
 from tumord.service.classify import Classify, Limits
 from tumord.service.commit import Commit, Counters, Folders
 from tumord.service.intake import EVENT_FILTER, Inflight, Intake
@@ -117,7 +117,7 @@ def dicom_results(s: Settings):
     """The writer of DICOM SR and secondary captures, when dicom.write_results asks for them."""
     if not s.write_dicom_results:
         return None
-    from tumord.dicom_out import ResultWriter
+    from tumord.service.dicom_out import ResultWriter
 
     return ResultWriter(s.output / "dicom", s.output)
 
