@@ -6,7 +6,7 @@ import pytest
 
 from tests.dicom.synth import PHI, bundled, encode, mr_dataset, to_bytes
 from tests.synthetic import scan, tiny_model
-from tumord import checkpoint
+from tumord.model import checkpoint
 from tumord.data.dicom import is_dicom, model_slices
 from tumord.data.images import ImageError, Preprocess
 from pydicom.uid import generate_uid
