@@ -9,7 +9,7 @@ from tests.dicom.synth import PHI, bundled, mr_dataset, series, to_bytes, write
 from tests.service.conftest import drop, verdicts
 from tests.synthetic import scan
 
-DICOM = ["--set", "dicom.series_stable_seconds=1.5"]
+DICOM = ["--set", "dicom.series_stable_seconds=1.5", "--set", "dicom.series_rule=max"]
 
 
 def head(rng, tumor, size=48):

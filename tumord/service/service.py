@@ -65,7 +65,7 @@ class Settings:
     explain: bool = False
     blas_threads: int = 0
     series_stable_seconds: float = 60.0
-    series_rule: Rule = Rule()
+    series_rule: Rule = Rule("top_k_mean", 3)
     write_dicom_results: bool = False
 
     @classmethod
@@ -179,7 +179,8 @@ class Service:
         self.batches: queue.Queue = queue.Queue(maxsize=2)  # backpressure when the disk is slow
         folders = Folders(s.input, s.output, s.archive, s.failed, s.delete_classified)
         self.series = SeriesTracker(s.output, stable_seconds=s.series_stable_seconds, rule=s.series_rule,
-                                    log=self.log, results=dicom_results(s))
+                                    log=self.log, results=dicom_results(s),
+                                    busy=lambda: self.intake.pending() + len(self.inflight) > 0)
         self.commit = Commit(batches=self.batches, ledger=self.ledger, csv=self.csv, folders=folders,
                              inflight=self.inflight, counters=self.counters, log=self.log, series=self.series)
         recovered = self.commit.recover()  # before the CSV header check: offsets refer to the old file
