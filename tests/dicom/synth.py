@@ -68,8 +68,10 @@ def mr_dataset(pixels: np.ndarray, *, study: str, series: str, number: int = 1, 
 
 
 def encode(ds: Dataset, encoding: str) -> Dataset:
-    """The same pixels in another transfer syntax (lossless ones by pydicom's encoders; jpeg8:
-    JPEG baseline, lossy, 8-bit only, by OpenCV)."""
+    """The same pixels in another transfer syntax (lossless ones by pydicom's encoders; jpegll:
+    JPEG lossless process 14 by GDCM; jpeg8: JPEG baseline, lossy, 8-bit only, by OpenCV)."""
+    if encoding == "jpegll":
+        return _gdcm_jpeg_lossless(ds)
     if encoding == "jpeg8":
         frames = ds.pixel_array.reshape(-1, ds.Rows, ds.Columns)
         jpegs = [cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes() for f in frames]
@@ -81,6 +83,29 @@ def encode(ds: Dataset, encoding: str) -> Dataset:
     if encoding != "explicit":
         ds.compress(ENCODINGS[encoding])
     return ds
+
+
+def _gdcm_jpeg_lossless(ds: Dataset) -> Dataset:
+    import tempfile
+
+    import gdcm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        plain, packed = f"{tmp}/plain.dcm", f"{tmp}/packed.dcm"
+        write(ds, Path(plain))
+        reader = gdcm.ImageReader()
+        reader.SetFileName(plain)
+        assert reader.Read()
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLosslessProcess14_1))
+        change.SetInput(reader.GetImage())
+        assert change.Change()
+        writer = gdcm.ImageWriter()
+        writer.SetFileName(packed)
+        writer.SetFile(reader.GetFile())
+        writer.SetImage(change.GetOutput())
+        assert writer.Write()
+        return pydicom.dcmread(packed)
 
 
 def write(ds: Dataset, path: Path) -> Path:

@@ -41,7 +41,7 @@ def test_bundled_mr_in_every_encoding_gives_bit_identical_input_and_the_same_pre
     assert np.array_equal(probs, np.repeat(probs[:1], len(probs), axis=0))
 
 
-@pytest.mark.parametrize("encoding", ["rle", "j2k", "jpegls"])
+@pytest.mark.parametrize("encoding", ["rle", "j2k", "jpegls", "jpegll"])
 def test_synthetic_16bit_series_lossless_encodings_are_bit_identical(encoding):
     rng = np.random.default_rng(1)
     px = mr16(rng, frames=3)
