@@ -62,25 +62,18 @@ class Settings:
     model_poll_seconds: float
     stall_seconds: float
     drain_seconds: float
-    explain: bool = False
-    blas_threads: int = 0
+    explain: bool
+    blas_threads: int
     series_stable_seconds: float = 60.0
     series_rule: Rule = Rule("top_k_mean", 3)
     write_dicom_results: bool = False
 
     @classmethod
     def from_config(cls, cfg: dict, source: str, model_file: Path | None = None) -> "Settings":
-        """Checks values and folders; a problem is a ConfigError naming `source` and the key."""
+        """From settings checked by tumord.config (types, bounds); checks and creates the folders.
+        A problem is a ConfigError naming `source` and the key."""
         w, p = cfg["watch"], cfg["paths"]
-        for key in ("poll_seconds", "settle_seconds", "stable_seconds", "rescan_seconds", "model_poll_seconds",
-                    "stall_seconds", "drain_seconds", "batch_size", "decode_threads", "predict_threads", "max_pixels",
-                    "max_bytes"):
-            if not w[key] > 0:
-                raise ConfigError(f"{source}: watch.{key} = {w[key]!r} is not valid; expected a positive number")
         d = cfg["dicom"]
-        for key in ("series_stable_seconds", "series_top_k"):
-            if not d[key] > 0:
-                raise ConfigError(f"{source}: dicom.{key} = {d[key]!r} is not valid; expected a positive number")
         if d["write_results"] and w["on_success"] == "delete":
             raise ConfigError(f"{source}: dicom.write_results = true needs watch.on_success = archive: the SR is "
                               "built from the archived instances")
@@ -125,7 +118,7 @@ def dicom_results(s: Settings):
 def limit_blas_threads(threads: int) -> int:
     """Caps the threads of every BLAS library loaded in this process (0: leave the default) and
     returns numpy's count. On few cores the network's threads and the decode and commit threads
-    otherwise take turns badly: bursts ran at 189-288 scans/s with two BLAS threads on two cores."""
+    otherwise take turns badly (docs/benchmarks.md)."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
     if threads:
