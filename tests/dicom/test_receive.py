@@ -13,7 +13,7 @@ import time
 import pydicom
 from pydicom.uid import generate_uid
 
-from tests.dicom.synth import bundled, series, write
+from tests.dicom.synth import PHI, bundled, series, write
 from tests.dicom.test_watch_dicom import head
 from tests.service.conftest import REPO, verdicts
 
@@ -109,6 +109,8 @@ def test_echo_and_store_then_watch_classifies_each_instance_once(service, rng, t
         assert again.returncode == 0, again.stderr
         rx.wait_for("instance.duplicate")
         assert rx.events("instance.duplicate")[0]["identical"] is True
+        logged = json.dumps(rx.lines)
+        assert not [v for v in PHI.values() if v in logged or v.split("^")[0] in logged]
         s = json.loads((w.output / "series" / f"{uid}.json").read_text())
         assert s["instances"] == 6 and s["slices"] == 6
         assert not list(w.input.iterdir())  # nothing half-written or left behind

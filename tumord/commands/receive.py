@@ -7,7 +7,7 @@ import signal
 import threading
 from pathlib import Path
 
-from tumord.commands.common import add_config_options, config_from_args
+from tumord.commands.common import add_config_options, add_log_option, config_from_args
 from tumord.config import ConfigError
 from tumord.logs import get_logger, setup_logging
 from tumord.service.receiver import Receiver
@@ -24,8 +24,7 @@ def register(sub) -> None:
     p.add_argument("--input", type=Path, default=None, help="folder to write into (overrides paths.input)")
     p.add_argument("--output", type=Path, default=None,
                    help="the watch service's output folder, where received.sqlite3 is kept (overrides paths.output)")
-    p.add_argument("--log-json", action="store_true", default=None,
-                   help="JSON log lines even in a terminal (the default under systemd or a pipe)")
+    add_log_option(p)
     add_config_options(p)
     p.set_defaults(run=run)
 
