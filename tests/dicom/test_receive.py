@@ -113,7 +113,10 @@ def test_echo_and_store_then_watch_classifies_each_instance_once(service, rng, t
         assert not [v for v in PHI.values() if v in logged or v.split("^")[0] in logged]
         s = json.loads((w.output / "series" / f"{uid}.json").read_text())
         assert s["instances"] == 6 and s["slices"] == 6
-        assert not list(w.input.iterdir())  # nothing half-written or left behind
+        # nothing half-written or left behind; staged files never reached the watch service's view
+        assert [p.name for p in w.input.iterdir()] == [".tumord-receiving"]
+        assert not list((w.input / ".tumord-receiving").iterdir())
+        assert not [e for e in w.events("file.skipped") if ".dcm" in e["file"]]
     finally:
         rx.close()
     assert w.stop() == 0

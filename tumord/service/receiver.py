@@ -1,9 +1,11 @@
 """A DICOM C-STORE listener (pynetdicom) that hands each received instance to `tumord watch`.
 
 Each instance is written as it arrived (not decoded and re-encoded) to `input/<SOPInstanceUID>.dcm`:
-a hidden temporary name in the same folder, fsync, rename, fsync of the folder. The watch
-service ignores hidden names, so it only ever sees whole files. Success (0x0000) is answered
-only once the file is durable; a sender that got no answer sends again.
+first into the hidden folder `input/.tumord-receiving/` (the watch service neither watches nor
+logs what is inside hidden folders), fsynced, then renamed into `input/` (the same file system,
+so the rename is atomic) and both folders fsynced: the service only ever sees whole files.
+Success (0x0000) is answered only once the file is durable; a sender that got no answer sends
+again. What a killed receiver left in the staging folder is removed at start.
 
 Exactly one verdict per instance: a sender that lost our answer (we were killed after the
 rename) sends the same instance again, and PACS routes often deliver one instance twice, maybe
@@ -27,9 +29,10 @@ import threading
 import time
 from pathlib import Path
 
-from tumord.atomic import write_atomic
+from tumord.atomic import fsync_dir
 
 RECEIVED_DB = "received.sqlite3"
+STAGING = ".tumord-receiving"
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 SUCCESS, OUT_OF_RESOURCES, CANNOT_NAME = 0x0000, 0xA700, 0xA900
@@ -75,6 +78,10 @@ class Received:
 class Receiver:
     def __init__(self, input_dir: Path, output_dir: Path, ae_title: str, log):
         self.input, self.ae_title, self.log = Path(input_dir), ae_title, log
+        self.staging = self.input / STAGING
+        self.staging.mkdir(exist_ok=True)
+        for leftover in self.staging.iterdir():  # written by a receiver killed before its rename
+            leftover.unlink()
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         self.received = Received(Path(output_dir) / RECEIVED_DB)
         self.counts: dict[int, dict[str, int]] = {}  # per association: stored, duplicates, refused
@@ -119,7 +126,7 @@ class Receiver:
                           note="this SOP Instance UID was received before; not stored again")
             return SUCCESS
         try:
-            write_atomic(self.input / f"{sop}.dcm", data)
+            self._store(sop, data)
             self.received.add(sop, digest)
         except (OSError, sqlite3.Error) as e:
             counts["refused"] += 1
@@ -130,6 +137,20 @@ class Receiver:
         self.log.info("instance.stored", sop_instance_uid=sop, file=f"{sop}.dcm", bytes=len(data),
                       transfer_syntax=str(event.context.transfer_syntax), association=id(event.assoc))
         return SUCCESS
+
+    def _store(self, sop: str, data: bytes) -> None:
+        tmp = self.staging / f"{sop}.{threading.get_ident()}.tmp"  # one per association thread
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, self.input / f"{sop}.dcm")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync_dir(self.input)
+        fsync_dir(self.staging)
 
     # --- serving ----------------------------------------------------------------------------
     def start(self, host: str, port: int):
