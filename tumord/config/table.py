@@ -85,7 +85,8 @@ TABLE: dict[str, Any] = {
         "lr": Key(0.003, "base (or peak, for one_cycle) learning rate", **NOT_NEGATIVE),
         "momentum": Key(0.9, "sgd only", at_least=0, below=1),
         "weight_decay": Key(0.05, "decoupled for adamw, L2 for sgd; weights only, not biases", **NOT_NEGATIVE),
-        "schedule": Key("one_cycle", "one_cycle, warmup_cosine, or step (lr * lr_decay^epoch)",
+        "schedule": Key("one_cycle", "one_cycle (the shipped CNN), step (lr * lr_decay^epoch: configs/mlp300.yaml),\n"
+                                     "or warmup_cosine (short runs: the trainer tests' AdamW recipe)",
                         choices=("step", "warmup_cosine", "one_cycle")),
         "lr_decay": Key(0.95, "step schedule: factor per epoch", **POSITIVE),
         "warmup_epochs": Key(1, "warmup_cosine only", **NOT_NEGATIVE),

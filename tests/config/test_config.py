@@ -7,7 +7,7 @@ import yaml
 from tumord.config import DEFAULTS, ConfigError, default_yaml, load_config, validate
 from tumord.config.table import TABLE, Key
 
-SHIPPED = Path(__file__).resolve().parents[1] / "config.yaml"
+SHIPPED = Path(__file__).resolve().parents[2] / "config.yaml"
 
 
 def keys(table=TABLE, prefix=""):
