@@ -205,3 +205,33 @@ def test_kill_9_of_the_watch_service_mid_series_gives_one_verdict_each(service, 
     rows = w.output.joinpath("verdicts.csv").read_text(encoding="utf-8-sig").splitlines()
     assert len(rows) == 31  # header + one line per instance
     assert w.stop() == 0
+
+
+def test_what_cannot_be_stored_gets_a_failure_status_and_a_log_line(tmp_path):
+    """0xA900 for an instance without a valid SOP Instance UID (nothing to name its file by), 0xA700
+    when the disk refuses the write (here: the staging folder replaced by a file), as storescu reports."""
+    bad = pydicom.dcmread(bundled("MR_small.dcm"))
+    bad.SOPInstanceUID = bad.file_meta.MediaStorageSOPInstanceUID = "1.2.abc"
+    write(bad, tmp_path / "bad.dcm")
+    (tmp_path / "input").mkdir()
+    port = free_port()
+    rx = Receive(tmp_path, port)
+    try:
+        rx.wait_for("receive.ready")
+        sent = scu("storescu", port, str(tmp_path / "bad.dcm"), "-v")
+        assert "Status: 0xA900 - Failure" in sent.stderr
+        staging = tmp_path / "input" / ".tumord-receiving"
+        staging.rmdir()
+        staging.write_bytes(b"")
+        sent = scu("storescu", port, str(bundled("MR_small.dcm")), "-v")
+        assert "Status: 0xA700 - Failure" in sent.stderr
+        staging.unlink()  # the disk recovers: the same instance is stored on the next attempt
+        sent = scu("storescu", port, str(bundled("MR_small.dcm")), "-v")
+        assert "Status: 0x0000" in sent.stderr
+        rx.wait_for("association.released", 3)
+    finally:
+        rx.close()
+    assert [e["status"] for e in rx.events("instance.refused")] == ["0xa900"]
+    assert [e["status"] for e in rx.events("instance.store_failed")] == ["0xa700"]
+    assert [e["refused"] for e in rx.events("association.released")] == [1, 1, 0]
+    assert [p.name for p in (tmp_path / "input").glob("*.dcm")] == [f"{pydicom.dcmread(bundled('MR_small.dcm')).SOPInstanceUID}.dcm"]

@@ -140,6 +140,7 @@ class Receiver:
 
     def _store(self, sop: str, data: bytes) -> None:
         tmp = self.staging / f"{sop}.{threading.get_ident()}.tmp"  # one per association thread
+        self.staging.mkdir(exist_ok=True)  # someone may have removed it
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
