@@ -85,8 +85,8 @@ def encode_all(grays: list[np.ndarray]) -> dict[str, list[bytes]]:
     return out
 
 
-def classify_rate(files: list[bytes], model, pool, folder: Path, suffix: str, batch: int) -> float:
-    """Scans per second through prepare() (from files in a folder) and batched prediction."""
+def classify_rate(files: list[bytes], model, pool, folder: Path, suffix: str, batch: int) -> tuple[float, float]:
+    """Scans per second through prepare() (from files in a folder) alone, and with batched prediction."""
     limits = Limits(DEFAULTS["watch"]["max_pixels"], DEFAULTS["watch"]["max_bytes"])
     paths = []
     for k, data in enumerate(files):
@@ -97,6 +97,7 @@ def classify_rate(files: list[bytes], model, pool, folder: Path, suffix: str, ba
         Path(p).read_bytes()
     start = time.perf_counter()
     scans = list(pool.map(lambda p: prepare(Ready(p, "", 0.0), str(folder), model, limits), paths))
+    decoded = time.perf_counter() - start
     images = np.stack([s.image.reshape(-1, *s.image.shape[-2:])[0] for s in scans])
     for i in range(0, len(images), batch):
         model.predict(images[i : i + batch])
@@ -104,7 +105,7 @@ def classify_rate(files: list[bytes], model, pool, folder: Path, suffix: str, ba
     for p in paths:
         os.unlink(p)
     assert all(s.error is None for s in scans), [s.error for s in scans if s.error][:3]
-    return len(files) / elapsed
+    return len(files) / decoded, len(files) / elapsed
 
 
 def series_latency(model_path: Path, slices: list[bytes], stable: float, runs: int) -> list[float]:
@@ -173,19 +174,23 @@ def main() -> int:
     grays = [decode_gray(p.read_bytes(), p) for p in files]
     encoded = encode_all(grays)
     rates = {e: [] for e in ENCODINGS}
+    decode = {e: [] for e in ENCODINGS}
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(w["decode_threads"]) as pool:
         for _ in range(args.rounds):
             for e in ENCODINGS:
-                rates[e].append(classify_rate(encoded[e], model, pool, Path(tmp), ".png" if e == "png" else ".dcm",
-                                              w["batch_size"]))
+                d, r = classify_rate(encoded[e], model, pool, Path(tmp), ".png" if e == "png" else ".dcm",
+                                     w["batch_size"])
+                decode[e].append(d)
+                rates[e].append(r)
     latency = series_latency(model_path, encoded["dicom"][: args.slices], args.stable, args.series) \
         if args.series else []
     result = {
         "date": str(date.today()), "scans": len(files), "rounds": args.rounds,
         "mean_pixels": int(np.mean([g.size for g in grays])), "model": model.identity["version"],
         "blas": blas_report(), "blas_threads": blas, "decode_threads": w["decode_threads"],
-        "scans_per_second": rates,
+        "scans_per_second": rates, "decode_scans_per_second": decode,
         "ratio_png_over_dicom": [p / d for p, d in zip(rates["png"], rates["dicom"])],
+        "decode_ratio_png_over_dicom": [p / d for p, d in zip(decode["png"], decode["dicom"])],
         "bytes_mean": {e: int(np.mean([len(b) for b in encoded[e]])) for e in ENCODINGS},
         "series_latency_s": latency, "series_stable_seconds": args.stable, "series_slices": args.slices,
     }
@@ -195,8 +200,10 @@ def main() -> int:
     print(f"{result['date']}: {len(files)} scans (mean {result['mean_pixels']} pixels), {args.rounds} alternated "
           f"rounds, model {result['model']}; {result['blas']}; decode threads {w['decode_threads']}")
     for e in ENCODINGS:
-        print(f"  {e:6s} {spread(rates[e])} scans/s (min/median/max), {result['bytes_mean'][e]} bytes per file")
-    print(f"  PNG/DICOM-uncompressed throughput ratio per round: {spread(result['ratio_png_over_dicom'], 2)}")
+        print(f"  {e:6s} decode+classify {spread(rates[e])} scans/s (min/median/max), decode alone "
+              f"{spread(decode[e])}, {result['bytes_mean'][e]} bytes per file")
+    print(f"  PNG/DICOM-uncompressed throughput ratio per round: decode+classify "
+          f"{spread(result['ratio_png_over_dicom'], 2)}, decode alone {spread(result['decode_ratio_png_over_dicom'], 2)}")
     if latency:
         print(f"  series of {args.slices} slices, quiet window {args.stable}s: verdict {spread(latency, 2)} s after "
               f"the last slice arrived")
