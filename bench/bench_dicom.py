@@ -40,7 +40,7 @@ from tumord.data.images import decode_gray  # noqa: E402
 from tumord.model import checkpoint  # noqa: E402
 from tumord.model.registry import current_model_path  # noqa: E402
 from tumord.service.classify import Limits, prepare  # noqa: E402
-from tumord.service.intake import Ready  # noqa: E402
+from tumord.service.records import Ready  # noqa: E402
 from tumord.service.service import limit_blas_threads  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))

@@ -17,17 +17,19 @@ the class of highest mean probability.
 """
 from __future__ import annotations
 
-import threading
 import time
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tumord import __version__
-from tumord.service.intake import utc_now
+from tumord.atomic import write_atomic
+from tumord.service.records import utc_now
 from tumord.service.series_store import Instance, SeriesStore
-from tumord.service.verdicts import to_json, write_files
+from tumord.service.verdicts import to_json
+from tumord.service.worker import Worker, problem
 
 NEGATIVE_NAMES = ("normal", "notumor", "no_tumor", "healthy")
 RULES = ("max", "top_k_mean")
@@ -87,11 +89,11 @@ def instance_fields(scan, class_names: list[str]) -> dict:
     return fields
 
 
-class SeriesTracker(threading.Thread):
+class SeriesTracker(Worker):
     """Notes classified DICOM instances (from the commit thread) and completes quiet series."""
 
     def __init__(self, output: Path, *, stable_seconds: float, rule: Rule, log, results=None, busy=None):
-        super().__init__(name="series", daemon=True)
+        super().__init__("series")
         self.folder = Path(output) / SERIES_FOLDER
         self.store = SeriesStore(Path(output) / SERIES_DB)
         self.stable_seconds, self.rule, self.log = stable_seconds, rule, log
@@ -99,8 +101,6 @@ class SeriesTracker(threading.Thread):
         # files found but not yet judged may belong to a due series (a backlog after a restart or
         # a burst): series wait until the pipeline is empty
         self.busy = busy or (lambda: False)
-        self.stopping = threading.Event()
-        self.heartbeat = time.monotonic()
 
     def note(self, scan, record: dict) -> None:
         """A classified DICOM scan, from the commit thread, right after its verdict file is durable."""
@@ -119,9 +119,6 @@ class SeriesTracker(threading.Thread):
         if instances:
             self.store.add(instances, time.time())
 
-    def stop(self) -> None:
-        self.stopping.set()
-
     def pending(self) -> int:
         return self.store.open_count()
 
@@ -132,7 +129,7 @@ class SeriesTracker(threading.Thread):
                           reason="restarted: their next instances may still be in the input folder")
         try:
             while not self.stopping.wait(min(1.0, self.stable_seconds / 4)):
-                self.heartbeat = time.monotonic()
+                self.beat()
                 self.complete_due()
         finally:
             self.store.close()
@@ -146,8 +143,13 @@ class SeriesTracker(threading.Thread):
                 break
             try:
                 written.append(self.complete(uid))
-            except OSError as e:  # e.g. a full disk: the series stays open and is tried again
-                self.log.error("series.write_failed", series=uid, reason=str(e))
+            except (OSError, sqlite3.Error) as e:  # e.g. a full disk: the series stays open and is tried again
+                reason, waiting = problem(e, self.folder)
+                if self.report(reason, waiting):
+                    self.log.error("series.write_failed", series=uid, reason=reason)
+                return written
+        if self.resolved() is not None:
+            self.log.info("series.writing_again")
         return written
 
     def complete(self, uid: str) -> Path:
@@ -164,7 +166,7 @@ class SeriesTracker(threading.Thread):
                 self.log.error("series.dicom_results_failed", series=uid, reason=record["dicom_results"]["error"])
         self.folder.mkdir(exist_ok=True)
         path = self.folder / f"{safe_uid(uid)}.json"
-        write_files([(path, to_json(record))])
+        write_atomic(path, to_json(record))
         self.store.mark_done(uid, seen)
         self.log.info("series.classified", series=uid, label=record["label"],
                       tumor_probability=record["tumor_probability"], slices=record["slices"],
