@@ -19,6 +19,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "output": "output",
         "models": "models",
         "cache": ".cache/tumord",
+        "training": "training",  # labelled scans from `tumord feedback`, one subfolder per class
     },
     "preprocess": {"size": 128},
     "model": {
@@ -81,6 +82,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "drain_seconds": 8.0,  # SIGTERM: longest wait for in-flight scans before exiting
         "explain": False,
     },
+    "abstain": {
+        "enabled": True,
+        "method": "knn",  # knn or mahalanobis (docs/abstention.md)
+        "accept_share": 0.95,  # share of in-source (validation) scans the feature-distance threshold lets through
+        "min_side": 64,
+        "max_aspect": 2.5,
+        "min_contrast": 4.0,
+        "max_colour": 12.0,
+        "drift_window": 200,
+        "drift_share": 0.25,
+        "drift_min_scans": 50,
+    },
     "registry": {
         "keep": 10,  # versions kept, newest first; the current and the previous are always kept too
         "lock": "train.lock",  # relative to paths.models
@@ -99,6 +112,7 @@ CHOICES = {
     "train.schedule": ("step", "warmup_cosine", "one_cycle"),
     "watch.observer": ("native", "polling"),
     "watch.on_success": ("archive", "delete"),
+    "abstain.method": ("knn", "mahalanobis"),
 }
 
 NOT_NEGATIVE = {

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tumord.abstain.judge import AbstainSettings, Judgement, judge
 from tumord.checkpoint import Classifier
-from tumord.data.images import ImageError, decode_gray, resize
+from tumord.data.images import ImageError, decode, resize, to_gray_uint8
 from tumord.explain import explanation_png
 from tumord.service import safety
 from tumord.service.intake import Inflight, Ready, utc_now
@@ -40,6 +41,8 @@ class Scan:
     probabilities: np.ndarray | None = None
     classified_at: str = ""
     explanation: bytes | None = None  # heat-map PNG, when the service is asked to explain
+    check_reasons: list[str] = field(default_factory=list)  # input checks failed: reasons to abstain
+    judgement: Judgement | None = None  # probabilities and whether the model abstained
 
     @property
     def path(self) -> str:
@@ -66,6 +69,7 @@ class Batch:
 class Limits:
     max_pixels: int
     max_bytes: int
+    abstain: AbstainSettings = field(default_factory=AbstainSettings)
 
 
 def prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
@@ -111,7 +115,9 @@ def prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
     try:
         safety.check_suffix(shown)
         safety.check_image(data, shown, limits.max_pixels)
-        scan.image = resize(decode_gray(data, shown), model.preprocess)
+        raw = decode(data, shown)
+        scan.check_reasons = limits.abstain.checks.reasons(raw)
+        scan.image = resize(to_gray_uint8(raw, shown), model.preprocess)
     except ImageError as e:
         return fail(e.reason)
     except Exception as e:  # a decoder failing in some new way is still just a bad file
@@ -194,10 +200,11 @@ class Classify(threading.Thread):
                 batch.scans.append(scan)
         todo = [s for s in batch.scans if s.image is not None and not s.already_done]
         if todo:
-            probs = batch.model.predict(np.stack([s.image for s in todo]), pool=self.predict_pool)
+            judged = judge(batch.model, np.stack([s.image for s in todo]), [s.check_reasons for s in todo],
+                           self.limits.abstain, self.predict_pool)
             now = utc_now()
-            for s, p in zip(todo, probs):
-                s.probabilities, s.classified_at = p, now
+            for s, j in zip(todo, judged):
+                s.probabilities, s.judgement, s.classified_at = j.probabilities, j, now
                 if self.explain:
                     s.explanation = explanation_png(batch.model, s.image)
         for s in batch.scans:

@@ -67,9 +67,10 @@ class Counters:
 
 class Commit(threading.Thread):
     def __init__(self, *, batches: queue.Queue, ledger: Ledger, csv: VerdictCsv, folders: Folders,
-                 inflight: Inflight, counters: Counters, log):
+                 inflight: Inflight, counters: Counters, log, abstentions=None):
         super().__init__(name="commit", daemon=True)
         self.batches, self.ledger, self.csv, self.folders = batches, ledger, csv, folders
+        self.abstentions = abstentions  # AbstentionTracker: logs each abstention, the drift alarm
         self.inflight, self.counters, self.log = inflight, counters, log
         self.io = ThreadPoolExecutor(16, thread_name_prefix="fsync")  # parallel fsyncs share journal commits
         self.heartbeat = time.monotonic()
@@ -114,6 +115,8 @@ class Commit(threading.Thread):
                 self.log.info("scan.classified", file=scan.shown, label=update["label"],
                               confidence=round(float(scan.probabilities.max()), 4), model=update["model"],
                               verdict=update["name"] + ".json", latency_ms=latency)
+                if self.abstentions is not None and scan.judgement is not None:
+                    self.abstentions.observe(scan.shown, scan.judgement)
             else:
                 self.counters.add(failed=1)
                 self.log.warning("scan.failed", file=scan.shown, reason=update["error"], moved_to=update["moved_to"])
@@ -171,6 +174,7 @@ class Commit(threading.Thread):
                 "label": label,
                 "probabilities": {c: round(float(p), 6) for c, p in zip(model.class_names, probs)},
                 "confidence": round(float(probs.max()), 6),
+                **(scan.judgement.fields() if scan.judgement is not None else {}),
                 "model": model.identity,
                 "received_at": row.received_at,
                 "classified_at": scan.classified_at,

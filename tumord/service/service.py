@@ -23,8 +23,10 @@ import cv2
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
+from tumord.abstain.drift import AbstentionTracker
+from tumord.abstain.judge import AbstainSettings
 from tumord.checkpoint import load
-from tumord.config import ConfigError
+from tumord.config import DEFAULTS, ConfigError
 from tumord.registry import current_model_path
 from tumord.service.classify import Classify, Limits
 from tumord.service.commit import Commit, Counters, Folders
@@ -63,6 +65,8 @@ class Settings:
     drain_seconds: float
     explain: bool = False
     blas_threads: int = 0
+    abstain: AbstainSettings = AbstainSettings()
+    drift: dict | None = None  # abstain.drift_window, drift_share, drift_min_scans
 
     @classmethod
     def from_config(cls, cfg: dict, source: str, model_file: Path | None = None) -> "Settings":
@@ -97,8 +101,17 @@ class Settings:
             decode_threads=w["decode_threads"], predict_threads=w["predict_threads"], max_pixels=w["max_pixels"], max_bytes=w["max_bytes"],
             delete_classified=w["on_success"] == "delete", model_poll_seconds=w["model_poll_seconds"],
             stall_seconds=w["stall_seconds"], drain_seconds=w["drain_seconds"], explain=w["explain"],
-            blas_threads=w["blas_threads"],
+            blas_threads=w["blas_threads"], abstain=AbstainSettings.from_config(cfg, source),
+            drift=drift_settings(cfg["abstain"], source),
         )
+
+
+def drift_settings(a: dict, source: str) -> dict:
+    if a["drift_window"] < 1 or not 0 <= a["drift_share"] <= 1 or a["drift_min_scans"] < 0:
+        raise ConfigError(f"{source}: abstain.drift_window must be at least 1, drift_share in [0, 1] and "
+                          f"drift_min_scans 0 or more; got {a['drift_window']}, {a['drift_share']}, "
+                          f"{a['drift_min_scans']}")
+    return {"window": a["drift_window"], "alarm_share": a["drift_share"], "min_scans": a["drift_min_scans"]}
 
 
 def limit_blas_threads(threads: int) -> int:
@@ -157,8 +170,11 @@ class Service:
         self.ready: queue.Queue = queue.Queue()
         self.batches: queue.Queue = queue.Queue(maxsize=2)  # backpressure when the disk is slow
         folders = Folders(s.input, s.output, s.archive, s.failed, s.delete_classified)
+        self.abstentions = AbstentionTracker(**(s.drift or drift_settings(DEFAULTS["abstain"], "defaults")),
+                                             log=self.log)
         self.commit = Commit(batches=self.batches, ledger=self.ledger, csv=self.csv, folders=folders,
-                             inflight=self.inflight, counters=self.counters, log=self.log)
+                             inflight=self.inflight, counters=self.counters, log=self.log,
+                             abstentions=self.abstentions)
         recovered = self.commit.recover()  # before the CSV header check: offsets refer to the old file
         rotated = self.csv.open()
         if rotated:
@@ -166,7 +182,7 @@ class Service:
         self.intake = Intake(s.input, recursive=s.recursive, settle=s.settle_seconds, stable=s.stable_seconds,
                              rescan_seconds=s.rescan_seconds, ready=self.ready, inflight=self.inflight, log=self.log)
         self.classify = Classify(root=s.input, ready=self.ready, out=self.batches, slot=self.slot, ledger=self.ledger,
-                                 limits=Limits(s.max_pixels, s.max_bytes), batch_size=s.batch_size,
+                                 limits=Limits(s.max_pixels, s.max_bytes, s.abstain), batch_size=s.batch_size,
                                  threads=s.decode_threads, predict_threads=s.predict_threads, inflight=self.inflight, retry=self.intake.retry,
                                  log=self.log, explain=s.explain)
         self.swapper = Swapper(self.slot, models_dir=None if s.model_file else s.models, model_file=s.model_file,
@@ -204,7 +220,7 @@ class Service:
         c = self.counters
         queued = self.intake.pending() + len(self.inflight)
         return (f"classified {c.classified}, failed {c.failed}, skipped {c.skipped}, queued {queued}; "
-                f"model {self.slot.model.identity['version']}")
+                f"model {self.slot.model.identity['version']}; {self.abstentions.status()}")
 
     # --- run and stop -----------------------------------------------------------------------
     def run(self) -> int:

@@ -78,7 +78,8 @@ def to_json(record: dict) -> bytes:
 
 def csv_columns(class_names: list[str]) -> list[str]:
     return (["file", "sha256", "label", "confidence"] + [f"probability_{c}" for c in class_names]
-            + ["model_version", "model_sha256", "received_at", "classified_at", "tumord_version", "verdict"])
+            + ["model_version", "model_sha256", "received_at", "classified_at", "tumord_version", "verdict"]
+            + ["abstained", "abstain_reasons", "feature_distance"])
 
 
 def neutralize(value) -> str:
@@ -102,7 +103,14 @@ def csv_line(verdict: dict, class_names: list[str]) -> str:
     return _line([verdict["file"], verdict["sha256"], verdict["label"], verdict["confidence"],
                   *[verdict["probabilities"][c] for c in class_names],
                   verdict["model"]["version"], verdict["model"]["sha256"], verdict["received_at"],
-                  verdict["classified_at"], verdict["tumord_version"], verdict["verdict"]])
+                  verdict["classified_at"], verdict["tumord_version"], verdict["verdict"],
+                  *abstention_cells(verdict)])
+
+
+def abstention_cells(verdict: dict) -> list:
+    distance = verdict.get("feature_distance")
+    return ["yes" if verdict.get("abstained") else "no", "; ".join(verdict.get("abstain_reasons", [])),
+            "" if distance is None else distance["value"]]
 
 
 class VerdictCsv:
