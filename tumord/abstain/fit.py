@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tumord.abstain.features import feature_layer, features_and_logits
-from tumord.abstain.reference import Reference, build
+from tumord.model.features import feature_layer, features_and_logits
+from tumord.nn.feature_distance import Reference, build
 from tumord.nn.network import Network
 
 K = 1  # nearest neighbour: the best separation of far-out inputs measured (docs/abstention.md)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tumord.abstain.checks import InputChecks
-from tumord.abstain.features import features_and_logits
 from tumord.config import ConfigError
+from tumord.model.features import features_and_logits
 from tumord.nn.losses import softmax
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tumord import checkpoint
+from tumord.model import checkpoint
 from tumord.abstain.fit import fit_reference
 from tumord.data.cache import load_images
 

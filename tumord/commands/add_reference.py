@@ -6,9 +6,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tumord import registry
+from tumord.model import registry
 from tumord.abstain.upgrade import add_reference
-from tumord.commands.common import add_config_options, config_from_args
+from tumord.commands.common import add_config_options, config_from_args, training_lock
 from tumord.logs import get_logger, setup_logging
 
 log = get_logger("tumord.models")
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         meta = add_reference(registry.versions_dir(models_dir) / version / registry.MODEL_FILE, report, data,
                              Path(tmp), cfg["paths"]["cache"])
         # under the training lock: a training run cleans up staging folders it does not own
-        with registry.train_lock(models_dir / cfg["registry"]["lock"]):
+        with training_lock(cfg):
             new = registry.add_model(models_dir, Path(tmp) / registry.MODEL_FILE)
     info = meta["abstain"]
     print(f"added {new} (from {version}, same weights): reference of {info['bank']} training scans, "

@@ -99,10 +99,3 @@ def read_decoded(path: str | Path) -> np.ndarray:
 def read_scan(path: str | Path, pre: Preprocess) -> np.ndarray:
     """The preprocessing function: file -> (size, size) uint8 gray."""
     return resize(to_gray_uint8(read_decoded(path), path), pre)
-
-
-def to_input(images: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
-    """uint8 (N,H,W) -> float32 network input in [0, 1], shaped (N, *input_shape)."""
-    x = images.astype(np.float32)
-    x *= 1.0 / 255.0
-    return x.reshape((len(images),) + tuple(input_shape))

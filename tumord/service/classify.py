@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tumord.abstain.judge import AbstainSettings, Judgement, judge
-from tumord.checkpoint import Classifier
 from tumord.data.images import ImageError, decode, resize, to_gray_uint8
-from tumord.explain import explanation_png
+from tumord.model.checkpoint import Classifier
+from tumord.model.explain import explanation_png
 from tumord.service import safety
 from tumord.service.intake import Inflight, Ready, utc_now
 from tumord.service.ledger import Fingerprint, Ledger, Row

@@ -25,9 +25,9 @@ from watchdog.observers.polling import PollingObserver
 
 from tumord.abstain.drift import AbstentionTracker
 from tumord.abstain.judge import AbstainSettings
-from tumord.checkpoint import load
 from tumord.config import DEFAULTS, ConfigError
-from tumord.registry import current_model_path
+from tumord.model.checkpoint import load
+from tumord.model.registry import current_model_path
 from tumord.service.classify import Classify, Limits
 from tumord.service.commit import Commit, Counters, Folders
 from tumord.service.intake import EVENT_FILTER, Inflight, Intake

@@ -10,7 +10,7 @@ from concurrent.futures import Executor
 
 import numpy as np
 
-from tumord.data.images import to_input
+from tumord.model.predict import to_input
 from tumord.nn.inference import infer
 from tumord.nn.network import Network
 
