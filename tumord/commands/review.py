@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
         for i, c in enumerate(top, 1):
             dist = "  -  " if c.distance is None else f"{c.distance:5.2f}"
             print(f"{i:>3}  {c.priority:8.3f}  {c.label:<10} {c.confidence:5.3f}  {dist}  {c.verdict}")
-        print(f"{note}; DIST is the feature distance over the abstention threshold (above 1: abstains). "
-              "Label with: tumord feedback VERDICT --label CLASS", file=sys.stderr)
+    print(f"{note}; DIST is the feature distance over the abstention threshold (above 1: abstains). "
+          "Label with: tumord feedback VERDICT --label CLASS", file=sys.stderr)
     if args.sheet is not None:
         captions = [[f"#{i} {c.label} {c.confidence:.2f}", c.verdict] for i, c in enumerate(top, 1)]
         write_atomic(args.sheet, contact_sheet([c.image for c in top], captions))

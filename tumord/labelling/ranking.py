@@ -54,6 +54,12 @@ def _percentile_ranks(values: np.ndarray) -> np.ndarray:
     return values.argsort(kind="stable").argsort() / max(len(values) - 1, 1)
 
 
+def priorities(uncertainty: list[float], distance: list[float] | None) -> np.ndarray:
+    """The mean of the two percentile ranks; a model without a reference ranks on certainty alone."""
+    p = _percentile_ranks(np.asarray(uncertainty))
+    return p if distance is None else (p + _percentile_ranks(np.asarray(distance))) / 2
+
+
 def rank(found: list[Candidate], model, settings: AbstainSettings) -> list[Candidate]:
     """Fills in each candidate's figures and returns them, most worth labelling first."""
     if not found:
@@ -65,9 +71,7 @@ def rank(found: list[Candidate], model, settings: AbstainSettings) -> list[Candi
         c.label, c.confidence = model.class_names[int(j.probabilities.argmax())], top
         c.uncertainty = (1 - top) / (1 - 1 / classes)
         c.distance = j.relative_distance
-    priority = _percentile_ranks(np.array([c.uncertainty for c in found]))
-    if all(c.distance is not None for c in found):  # a model without a reference ranks on certainty alone
-        priority = (priority + _percentile_ranks(np.array([c.distance for c in found]))) / 2
-    for c, p in zip(found, priority):
+    distances = None if any(c.distance is None for c in found) else [c.distance for c in found]
+    for c, p in zip(found, priorities([c.uncertainty for c in found], distances)):
         c.priority = float(p)
     return sorted(found, key=lambda c: (-c.priority, c.verdict))
