@@ -59,9 +59,8 @@ def test_the_mahalanobis_method_is_a_setting(model):
     assert j.method == "mahalanobis" and j.fields()["feature_distance"]["method"] == "mahalanobis"
 
 
-def test_an_accept_share_outside_zero_to_one_is_a_config_error():
-    cfg = load_config(None, ["abstain.accept_share=95"])
+def test_an_accept_share_outside_zero_to_one_and_an_unknown_method_are_config_errors():
     with pytest.raises(ConfigError, match="abstain.accept_share = 95"):
-        AbstainSettings.from_config(cfg, "config.yaml")
+        load_config(None, ["abstain.accept_share=95"])
     with pytest.raises(ConfigError, match="abstain.method = 'vim'"):
         load_config(None, ["abstain.method=vim"])

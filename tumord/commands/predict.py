@@ -27,7 +27,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     model = load_model(args.model, cfg)
-    settings = AbstainSettings.from_config(cfg, "settings")
+    settings = AbstainSettings.from_config(cfg)
     failed = 0
     for path in args.images:
         try:

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--sheet {args.sheet}: expected a .png file name")
     cfg = config_from_args(args)
     model = load_model(args.model, cfg)
-    settings = AbstainSettings.from_config(cfg, "settings")
+    settings = AbstainSettings.from_config(cfg)
     found, refused = candidates(Path(cfg["paths"]["output"]), Path(cfg["paths"]["training"]), model, settings)
     top = rank(found, model, settings)[: args.next]
     note = f"{len(found)} unlabelled archived scans" + (f" ({refused} more fail the input checks)" if refused else "")

@@ -25,7 +25,7 @@ from watchdog.observers.polling import PollingObserver
 
 from tumord.abstain.drift import AbstentionTracker
 from tumord.abstain.judge import AbstainSettings
-from tumord.config import DEFAULTS, ConfigError
+from tumord.config import ConfigError
 from tumord.model.checkpoint import load
 from tumord.model.registry import current_model_path
 from tumord.service.classify import Classify, Limits
@@ -63,20 +63,16 @@ class Settings:
     model_poll_seconds: float
     stall_seconds: float
     drain_seconds: float
-    explain: bool = False
-    blas_threads: int = 0
-    abstain: AbstainSettings = AbstainSettings()
-    drift: dict | None = None  # abstain.drift_window, drift_share, drift_min_scans
+    explain: bool
+    blas_threads: int
+    abstain: AbstainSettings
+    drift: tuple[int, float, int]  # abstain.drift_window, drift_share, drift_min_scans
 
     @classmethod
     def from_config(cls, cfg: dict, source: str, model_file: Path | None = None) -> "Settings":
-        """Checks values and folders; a problem is a ConfigError naming `source` and the key."""
+        """From settings checked by tumord.config (types, bounds); checks and creates the folders.
+        A problem is a ConfigError naming `source` and the key."""
         w, p = cfg["watch"], cfg["paths"]
-        for key in ("poll_seconds", "settle_seconds", "stable_seconds", "rescan_seconds", "model_poll_seconds",
-                    "stall_seconds", "drain_seconds", "batch_size", "decode_threads", "predict_threads", "max_pixels",
-                    "max_bytes"):
-            if not w[key] > 0:
-                raise ConfigError(f"{source}: watch.{key} = {w[key]!r} is not valid; expected a positive number")
         inp = Path(p["input"]).absolute()
         if not inp.is_dir():
             what = "is not a folder" if inp.exists() else "does not exist"
@@ -101,23 +97,15 @@ class Settings:
             decode_threads=w["decode_threads"], predict_threads=w["predict_threads"], max_pixels=w["max_pixels"], max_bytes=w["max_bytes"],
             delete_classified=w["on_success"] == "delete", model_poll_seconds=w["model_poll_seconds"],
             stall_seconds=w["stall_seconds"], drain_seconds=w["drain_seconds"], explain=w["explain"],
-            blas_threads=w["blas_threads"], abstain=AbstainSettings.from_config(cfg, source),
-            drift=drift_settings(cfg["abstain"], source),
+            blas_threads=w["blas_threads"], abstain=AbstainSettings.from_config(cfg),
+            drift=(cfg["abstain"]["drift_window"], cfg["abstain"]["drift_share"], cfg["abstain"]["drift_min_scans"]),
         )
-
-
-def drift_settings(a: dict, source: str) -> dict:
-    if a["drift_window"] < 1 or not 0 <= a["drift_share"] <= 1 or a["drift_min_scans"] < 0:
-        raise ConfigError(f"{source}: abstain.drift_window must be at least 1, drift_share in [0, 1] and "
-                          f"drift_min_scans 0 or more; got {a['drift_window']}, {a['drift_share']}, "
-                          f"{a['drift_min_scans']}")
-    return {"window": a["drift_window"], "alarm_share": a["drift_share"], "min_scans": a["drift_min_scans"]}
 
 
 def limit_blas_threads(threads: int) -> int:
     """Caps the threads of every BLAS library loaded in this process (0: leave the default) and
     returns numpy's count. On few cores the network's threads and the decode and commit threads
-    otherwise take turns badly: bursts ran at 189-288 scans/s with two BLAS threads on two cores."""
+    otherwise take turns badly (docs/benchmarks.md)."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
     if threads:
@@ -170,8 +158,7 @@ class Service:
         self.ready: queue.Queue = queue.Queue()
         self.batches: queue.Queue = queue.Queue(maxsize=2)  # backpressure when the disk is slow
         folders = Folders(s.input, s.output, s.archive, s.failed, s.delete_classified)
-        self.abstentions = AbstentionTracker(**(s.drift or drift_settings(DEFAULTS["abstain"], "defaults")),
-                                             log=self.log)
+        self.abstentions = AbstentionTracker(*s.drift, log=self.log)
         self.commit = Commit(batches=self.batches, ledger=self.ledger, csv=self.csv, folders=folders,
                              inflight=self.inflight, counters=self.counters, log=self.log,
                              abstentions=self.abstentions)
