@@ -4,9 +4,6 @@ A real `tumord watch` process, a small CNN with an abstention reference, real fi
 """
 from __future__ import annotations
 
-import os
-import socket
-import threading
 import time
 
 import cv2
@@ -15,7 +12,7 @@ import pytest
 import yaml
 
 from tests.abstain.models import cnn_model, scans
-from tests.service.conftest import Watch, csv_rows, drop, point, verdicts
+from tests.service.conftest import Watch, csv_rows, drop, point, systemd_messages, verdicts
 
 
 def encode(img: np.ndarray) -> bytes:
@@ -73,25 +70,9 @@ def test_verdicts_say_whether_and_why_the_model_abstained(watch_cnn):
 
 
 def test_status_counts_abstentions_and_a_drift_alarm_says_what_to_do(watch_cnn):
-    name = f"tumord-drift-{os.getpid()}-{time.monotonic_ns()}"
-    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    rx.bind("\0" + name)
-    rx.settimeout(0.2)
-    got: list[str] = []
-    stop = threading.Event()
-
-    def listen():
-        while not stop.is_set():
-            try:
-                got.append(rx.recv(4096).decode())
-            except TimeoutError:
-                pass
-
-    listener = threading.Thread(target=listen)
-    listener.start()
-    try:
+    with systemd_messages() as (address, got):
         w = watch_cnn(abstain={"drift_window": 6, "drift_share": 0.5, "drift_min_scans": 4},
-                      env={"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "400000"}).start()
+                      env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"}).start()
         w.wait_for("service.ready")
         noise = np.random.default_rng(2).integers(0, 256, (4, 64, 64), dtype=np.uint8)
         for i, img in enumerate(noise):
@@ -100,10 +81,6 @@ def test_status_counts_abstentions_and_a_drift_alarm_says_what_to_do(watch_cnn):
         (alarm,) = w.wait_for("drift.alarm")
         time.sleep(0.6)
         assert w.stop() == 0
-    finally:
-        stop.set()
-        listener.join()
-        rx.close()
     assert alarm["level"] == "warning" and alarm["abstained_share"] == 1.0 and "tumord feedback" in alarm["advice"]
     status = [m for m in got if "STATUS=" in m]
     assert "abstained 0" in status[0]
