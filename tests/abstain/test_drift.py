@@ -35,5 +35,12 @@ def test_the_alarm_waits_for_enough_scans_rises_once_and_clears():
     assert [e for e, _ in log.events if e.startswith("drift.")] == ["drift.alarm", "drift.cleared"]
     s = t.snapshot()
     assert s["abstained"] == 6 and s["share"] == 0.0 and s["window"] == 10
-    assert t.status() == "abstained 6 (0% of the last 10)"
+    assert t.status() == "abstained 6 (0% of the last 10; mean feature distance 0.50 of the threshold)"
     assert sum(e == "scan.abstained" for e, _ in log.events) == 6
+
+
+def test_without_distances_the_status_gives_the_share_alone():
+    t = AbstentionTracker(window=3, alarm_share=0.5, min_scans=3, log=Log())
+    assert t.status() == "abstained 0 (0% of the last 0)"
+    t.observe("old-model.png", Judgement(None, [], None, None, None))
+    assert t.status() == "abstained 0 (0% of the last 1)"

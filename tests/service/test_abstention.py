@@ -84,4 +84,5 @@ def test_status_counts_abstentions_and_a_drift_alarm_says_what_to_do(watch_cnn):
     assert alarm["level"] == "warning" and alarm["abstained_share"] == 1.0 and "tumord feedback" in alarm["advice"]
     status = [m for m in got if "STATUS=" in m]
     assert "abstained 0" in status[0]
-    assert any("abstained 4 (100% of the last 4)" in m and "DRIFT" in m and "tumord feedback" in m for m in status)
+    assert any("abstained 4 (100% of the last 4; mean feature distance" in m and "DRIFT" in m
+               and "tumord feedback" in m for m in status)

@@ -52,9 +52,12 @@ class AbstentionTracker:
                     "mean_relative_distance": mean, "alarm": self.alarm}
 
     def status(self) -> str:
-        """The STATUS fragment: 'abstained 3 (2% of the last 150)' and, when raised, the alarm."""
+        """The STATUS fragment: 'abstained 3 (2% of the last 150; mean feature distance 0.41 of the
+        threshold)' and, when raised, the alarm."""
         s = self.snapshot()
-        text = f"abstained {s['abstained']} ({s['share']:.0%} of the last {s['window']})"
+        distance = ("" if s["mean_relative_distance"] is None
+                    else f"; mean feature distance {s['mean_relative_distance']:.2f} of the threshold")
+        text = f"abstained {s['abstained']} ({s['share']:.0%} of the last {s['window']}{distance})"
         if s["alarm"]:
             text += (f"; DRIFT: {s['share']:.0%} of recent scans are unlike the training data "
                      f"(alarm above {self.alarm_share:.0%}): {ADVICE}")
