@@ -42,6 +42,7 @@ def test_dicom_instances_get_identifiers_and_each_series_one_verdict(service, rn
     assert first["series_instance_uid"] == uid and first["instance_number"] == 1 and first["modality"] == "MR"
     assert first["study_instance_uid"] == "1.2.826.0.1.3680043.8.498.9" and first["series_description"]
     assert len(done["multi.dcm"]["frames"]) == 3 and done["multi.dcm"]["dicom"]["frames"] == 3
+    assert all("abstained" in v for v in done.values())  # judged like any scan, abstention included
     # the same instance in three encodings: three verdicts with the same probabilities
     same = [done[n]["probabilities"] for n in ("MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm")]
     assert same[0] == same[1] == same[2]

@@ -167,7 +167,13 @@ def read_frames(data: bytes, path, max_pixels: int) -> tuple[np.ndarray, DicomIn
     return out, _info(ds, frames)
 
 
+def gray_frames(data: bytes, path, max_pixels: int) -> tuple[list[np.ndarray], DicomInfo]:
+    """DICOM bytes -> each frame as 8-bit gray at full resolution (normalized), and the identifiers."""
+    frames, info = read_frames(data, path, max_pixels)
+    return [to_gray_uint8(f, path) for f in frames], info
+
+
 def model_slices(data: bytes, path, pre: Preprocess, max_pixels: int) -> tuple[np.ndarray, DicomInfo]:
     """DICOM bytes -> (F, size, size) uint8 model inputs, one per frame, and the instance's identifiers."""
-    frames, info = read_frames(data, path, max_pixels)
-    return np.stack([resize(to_gray_uint8(f, path), pre) for f in frames]), info
+    grays, info = gray_frames(data, path, max_pixels)
+    return np.stack([resize(g, pre) for g in grays]), info
