@@ -7,6 +7,7 @@ import pytest
 
 from tests.synthetic import as_set_options, scan, write_dataset
 from tumord.cli import main
+from tumord.labelling.sheet import TILE
 from tumord.training.audit import confident_label_issues, out_of_fold_probs, scan_statistics
 
 
@@ -86,4 +87,4 @@ def test_the_audit_lists_wrong_labels_and_ct_slices_in_a_csv_and_a_contact_sheet
     assert "ct_like" in by_name["ct.png"]["finding"]
     assert len(rows) <= 20  # a short list a person can check, not the whole set
     sheet = cv2.imread(str(audited / "out" / "audit.png"))
-    assert sheet is not None and sheet.shape[1] == 8 * 128
+    assert sheet is not None and sheet.shape[1] == 8 * TILE  # eight scans a row

@@ -51,25 +51,8 @@ def _findings(rows: list[dict], args) -> None:
         r["finding"] = "+".join(found)
 
 
-def _sheet(path: Path, images: np.ndarray, rows: list[dict]) -> None:
-    import cv2
-
-    tiles = []
-    for r in rows:
-        tile = cv2.cvtColor(cv2.resize(np.asarray(images[r["index"]]), (128, 128)), cv2.COLOR_GRAY2BGR)
-        text = [r["finding"], f"{r['label']}" + (f">{r['suggested_label']}" if r["suggested_label"] else "")]
-        for k, line in enumerate(text):
-            cv2.putText(tile, line, (2, 12 + 12 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 255, 255), 1)
-        tiles.append(tile)
-    cols = 8
-    while len(tiles) % cols:
-        tiles.append(np.zeros_like(tiles[0]))
-    sheet = np.vstack([np.hstack(tiles[i : i + cols]) for i in range(0, len(tiles), cols)])
-    ok, png = cv2.imencode(".png", sheet)
-    write_atomic(path, png.tobytes())
-
-
 def run(args: argparse.Namespace) -> int:
+    from tumord.abstain.fit import pooled_features
     from tumord.training import audit
 
     cfg = config_from_args(args)
@@ -86,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         thumbs.append(np.asarray(th))
     labels, images, thumbs = np.concatenate(labels), np.concatenate(images), np.concatenate(thumbs)
     groups = near_duplicate_groups(thumbs, cfg["train"]["dedup_similarity"])
-    features = audit.pooled_features(model.net, images)
+    features = pooled_features(model.net, images, np.arange(len(images)))
     probs = audit.out_of_fold_probs(features, labels, groups, len(names), args.folds)
     suggested = audit.confident_label_issues(probs, labels)
     z = audit.outlier_z(features, groups)
@@ -107,7 +90,13 @@ def run(args: argparse.Namespace) -> int:
     writer.writerows(flagged)
     write_atomic(args.out / "audit.csv", buf.getvalue().encode())
     if flagged:
-        _sheet(args.out / "audit.png", images, flagged[: args.sheet])
+        from tumord.labelling.sheet import contact_sheet
+
+        shown = flagged[: args.sheet]
+        captions = [[r["finding"], r["label"] + (f" > {r['suggested_label']}" if r["suggested_label"] else "")]
+                    for r in shown]
+        write_atomic(args.out / "audit.png", contact_sheet([np.asarray(images[r["index"]]) for r in shown], captions,
+                                                           columns=8))
     counts = {k: sum(k in r["finding"].split("+") for r in flagged) for k in ("label", "ct_like", "colour", "unusual")}
     oof_acc = float((probs.argmax(1) == labels).mean())
     print(f"audited {len(rows)} scans (out-of-fold accuracy of the feature model {oof_acc:.3f}): "

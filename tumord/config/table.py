@@ -54,6 +54,8 @@ SECTIONS = {
     "registry": "models/: versions/<version>/, current.json, and how `tumord train` promotes",
     "registry.gate": "a new model becomes current only if, on the shared held-out images, it passes these",
     "watch": "tumord watch: the folder-watching service",
+    "abstain": "saying when a scan is beyond the model (docs/abstention.md)",
+    "dicom": "DICOM in and out (docs/dicom.md); needs pip install 'tumord[dicom]'",
 }
 
 TABLE: dict[str, Any] = {
@@ -62,8 +64,8 @@ TABLE: dict[str, Any] = {
         "output": Key("output", "verdicts (JSON per scan, verdicts.csv), archive/ and failed/"),
         "models": Key("models", "model registry: versions/<version>/ and current.json"),
         "cache": Key(".cache/tumord", "decoded training images (uint8), reused while files are unchanged"),
-        "training": Key("training", "the site's own labelled scans, one subfolder per class (tumord feedback\n"
-                                    "files them here); tumord train adapts to them (docs/cross-source.md)"),
+        "training": Key("training", "labelled scans filed by `tumord feedback`, one subfolder per class;\n"
+                                    "tumord train adapts to them (docs/cross-source.md)"),
     },
     "preprocess": {
         "size": Key(128, "scans become size x size grayscale; stored in each model file", **POSITIVE),
@@ -141,6 +143,23 @@ TABLE: dict[str, Any] = {
                               **NOT_NEGATIVE),
         },
     },
+    "abstain": {
+        "enabled": Key(True, "false: verdicts never abstain (probabilities are unchanged)"),
+        "method": Key("knn", "feature distance: knn (nearest training scan) or mahalanobis",
+                      choices=("knn", "mahalanobis")),
+        "accept_share": Key(0.95, "the distance threshold lets this share of the validation scans through",
+                            above=0, at_most=1),
+        "min_side": Key(64, "scans whose shorter side is under this many pixels are too small", **NOT_NEGATIVE),
+        "max_aspect": Key(2.5, "longer side over shorter side above this: not a brain slice", at_least=1),
+        "min_contrast": Key(4.0, "gray-level standard deviation (0-255) below this: blank or nearly constant",
+                            **NOT_NEGATIVE),
+        "max_colour": Key(12.0, "mean spread between colour channels (0-255) above this: a colour image",
+                          **NOT_NEGATIVE),
+        "drift_window": Key(200, "the service's drift alarm looks at the last this many scans", **POSITIVE),
+        "drift_share": Key(0.25, "and warns (log and STATUS) when more than this share of them abstained",
+                           **SHARE),
+        "drift_min_scans": Key(50, "but not before it has seen this many", **NOT_NEGATIVE),
+    },
     "registry": {
         "keep": Key(10, "versions kept, newest first; the current and the previous one are always kept too",
                     **NOT_NEGATIVE),
@@ -190,6 +209,17 @@ TABLE: dict[str, Any] = {
                                ".crdownload and .download, Office ~$ files)"),
         "retry_seconds": Key(3600.0, "a scan that cannot be read yet (permission denied) is retried with\n"
                                      "back-off this long, then failed with what to do", **POSITIVE),
+    },
+    "dicom": {
+        "series_stable_seconds": Key(60.0, "a series is complete when none of its instances arrived for this long\n"
+                                           "(mercure's and Orthanc's default is 60 s)", **POSITIVE),
+        "series_rule": Key("top_k_mean", "top_k_mean: a series' tumor probability is the mean of its series_top_k\n"
+                                         "highest slices'; max: its highest slice's (more false alarms on long\n"
+                                         "series: docs/dicom.md, \"Combining slices\")", choices=("max", "top_k_mean")),
+        "series_top_k": Key(3, "slices averaged by top_k_mean", **POSITIVE),
+        "write_results": Key(False, "also write a DICOM Comprehensive 3D SR per series (and, with watch.explain,\n"
+                                    "a secondary capture of the heat map) to output/dicom/; needs\n"
+                                    "watch.on_success: archive"),
     },
 }
 

@@ -17,18 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from tumord.model.predict import to_input
 from tumord.data.intensity import head_mask
-from tumord.nn.conv import GlobalAvgPool
-from tumord.nn.inference import infer
-from tumord.nn.network import Network
-
-
-def pooled_features(net: Network, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """The network's globally pooled features (what its classifier layer sees), per image."""
-    end = next(i for i, layer in enumerate(net.layers) if isinstance(layer, GlobalAvgPool)) + 1
-    return np.concatenate([infer(net.layers[:end], to_input(np.asarray(images[s : s + batch_size]), net.input_shape))
-                           for s in range(0, len(images), batch_size)])
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, classes: int, l2: float = 1e-2, steps: int = 300) -> np.ndarray:

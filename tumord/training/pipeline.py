@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tumord.abstain.fit import fit_reference
 from tumord.atomic import write_atomic
 from tumord.data.cache import load_images
 from tumord.data.dataset import list_dataset
@@ -142,6 +143,7 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
         fit_cfg = {**train_cfg, "epochs": train_cfg["finetune_epochs"], "lr": train_cfg["finetune_lr"],
                    "patience": train_cfg["finetune_epochs"]}
     hist: History = fit(net, images, labels, train_idx, val_idx, fit_cfg, rng, _progress, weights, draws)
+    reference = fit_reference(net, images, labels, train_idx, images, val_idx)  # for abstention; the site's too
 
     y_va, y_te = labels[val_idx], data.labels[split["test"]]
     val_logits = predict_logits(net, images, val_idx)
@@ -177,7 +179,7 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
                                    metrics={"test": metrics, "calibration": calibration,
                                             "site": site_report and site_report["test"]},
                                    threshold=site_report and site_report["threshold"])
-    meta = checkpoint.save(staging / "model.npz", net, meta)
+    meta = checkpoint.save(staging / "model.npz", net, meta, reference)
     report = {"model": {"version": meta["version"], "sha256": meta["weights_sha256"]}, "test": metrics,
               "calibration": calibration, "summary": summary, "history": hist.epochs, "split": _split_record(data),
               "site": site_report}
