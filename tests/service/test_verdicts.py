@@ -2,17 +2,8 @@
 import csv
 import json
 
-from tumord.service.verdicts import (
-    TEMP_PREFIX,
-    VerdictCsv,
-    base_name,
-    csv_columns,
-    csv_line,
-    neutralize,
-    sweep_temporaries,
-    to_json,
-    write_files,
-)
+from tumord.judge.record import base_name, csv_columns, csv_line, neutralize, to_json
+from tumord.service.verdicts import TEMP_PREFIX, VerdictCsv, sweep_temporaries, write_files
 
 CLASSES = ["normal", "tumor"]
 

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tumord.checkpoint import Classifier
-from tumord.data.images import ImageError, decode_gray, resize
+from tumord.data.images import ImageError
 from tumord.explain import explanation_png
-from tumord.service import safety
-from tumord.service.intake import Inflight, Ready, utc_now
+from tumord.judge.record import printable, utc_now
+from tumord.judge.scan import decode_checked, file_problem
+from tumord.service.intake import Inflight, Ready
 from tumord.service.ledger import Fingerprint, Ledger, Row
 from tumord.service.stability import signature
-from tumord.service.verdicts import printable
 
 
 @dataclass(eq=False)
@@ -84,20 +84,9 @@ def prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
         scan.error = f"{shown} {reason}"
         return scan
 
-    if stat.S_ISDIR(lst.st_mode):
-        return fail("is a folder, not an image file")
-    if stat.S_ISLNK(lst.st_mode):
-        reason = safety.outside_link(path, root)
-        if reason:
-            return fail(reason)
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        return fail(f"cannot be read ({e.strerror})")
-    if not stat.S_ISREG(st.st_mode):
-        return fail("is not a regular file (a device, pipe or socket)")
-    if st.st_size > limits.max_bytes:
-        return fail(f"is {st.st_size / 2**20:.0f} MiB; the limit is {limits.max_bytes / 2**20:.0f} MiB")
+    problem = file_problem(path, lst, root, limits.max_bytes)
+    if problem:
+        return fail(problem)
     try:
         before = signature(path) if not stat.S_ISLNK(lst.st_mode) else None
         with open(path, "rb") as f:
@@ -109,13 +98,9 @@ def prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
         return fail(f"cannot be read ({e.strerror})")
     scan.fingerprint = Fingerprint.of(rel, lst, hashlib.sha256(data).hexdigest())
     try:
-        safety.check_suffix(shown)
-        safety.check_image(data, shown, limits.max_pixels)
-        scan.image = resize(decode_gray(data, shown), model.preprocess)
+        scan.image = decode_checked(data, shown, model.preprocess, limits.max_pixels)
     except ImageError as e:
         return fail(e.reason)
-    except Exception as e:  # a decoder failing in some new way is still just a bad file
-        return fail(f"could not be decoded ({type(e).__name__}: {e})")
     return scan
 
 

@@ -38,11 +38,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from tumord import __version__
+from tumord.judge import record as records
+from tumord.judge.record import base_name, csv_line, printable, to_json, utc_now
 from tumord.service.classify import Batch, Scan
-from tumord.service.intake import Inflight, utc_now
+from tumord.service.intake import Inflight
 from tumord.service.ledger import Ledger, Row
-from tumord.service.verdicts import TEMP_PREFIX, VerdictCsv, base_name, csv_line, printable, to_json, write_files
+from tumord.service.verdicts import TEMP_PREFIX, VerdictCsv, write_files
 
 
 @dataclass
@@ -163,36 +164,17 @@ class Commit(threading.Thread):
         update = {"id": row.id, "name": row.name, "label": None, "error": None, "model": None, "csv_line": None,
                   "csv_at": None}
         if scan.error is None:
-            probs = scan.probabilities
-            label = model.class_names[int(probs.argmax())]
-            record = {
-                "file": scan.shown,
-                "sha256": scan.fingerprint.sha256,
-                "label": label,
-                "probabilities": {c: round(float(p), 6) for c, p in zip(model.class_names, probs)},
-                "confidence": round(float(probs.max()), 6),
-                "model": model.identity,
-                "received_at": row.received_at,
-                "classified_at": scan.classified_at,
-                "tumord_version": __version__,
-                "verdict": f"{row.name}.json",
-                **({"explanation": f"{row.name}.png"} if scan.explanation is not None else {}),
-                "archived_as": "" if f.delete_classified else str(f.archive / f"{row.name}{suffix}"),
-            }
-            update.update(outcome="classified", label=label, model=model.identity["version"],
+            record = records.classified(
+                shown=scan.shown, sha256=scan.fingerprint.sha256, probabilities=scan.probabilities, model=model,
+                name=row.name, received_at=row.received_at, classified_at=scan.classified_at,
+                archived_as="" if f.delete_classified else str(f.archive / f"{row.name}{suffix}"),
+                explained=scan.explanation is not None)
+            update.update(outcome="classified", label=record["label"], model=model.identity["version"],
                           csv_line=csv_line(record, self.csv.class_names), moved_to=record["archived_as"])
             return update, record, f.output / f"{row.name}.json"
         moved_to = str(f.failed / f"{row.name}{suffix}")
-        record = {
-            "file": scan.shown,
-            "error": scan.error,
-            "sha256": scan.fingerprint.sha256,
-            "size_bytes": scan.fingerprint.size,
-            "received_at": row.received_at,
-            "failed_at": utc_now(),
-            "moved_to": moved_to,
-            "tumord_version": __version__,
-        }
+        record = records.failed(shown=scan.shown, error=scan.error, sha256=scan.fingerprint.sha256,
+                                size_bytes=scan.fingerprint.size, received_at=row.received_at, moved_to=moved_to)
         update.update(outcome="failed", error=scan.error, moved_to=moved_to)
         return update, record, f.failed / f"{row.name}.error.json"
 

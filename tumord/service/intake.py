@@ -13,7 +13,6 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from watchdog.events import (
@@ -30,7 +29,7 @@ from watchdog.events import (
 
 from tumord.data.images import IMAGE_SUFFIXES
 from tumord.service.stability import Stability
-from tumord.service.verdicts import printable
+from tumord.judge.record import printable, utc_now
 
 # names that writers use while a file is incomplete; they are renamed when done
 TEMPORARY_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".swp", "~")
@@ -51,10 +50,6 @@ class Ready:
     path: str
     received_at: str  # UTC ISO 8601, when the file was found complete
     ready_at: float  # time.monotonic() of the same moment, for latency
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Handler(FileSystemEventHandler):

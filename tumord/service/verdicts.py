@@ -1,45 +1,26 @@
 """Verdict files: one JSON per scan, and one line per verdict in verdicts.csv.
 
 Names: a scan's files are named `<stem>.<sha256[:12]>` (`scan 7.3fa9c0d1e2b4.json`, archived as
-`scan 7.3fa9c0d1e2b4.png`), so the name says which bytes were judged. The same bytes under the
-same name dropped again get `-2`, `-3`, ... (the ledger keeps names unique); a file whose bytes
-were never read (a folder, a link out of the folder, an oversized file) uses its received time.
+`scan 7.3fa9c0d1e2b4.png`; see `tumord.judge.record.base_name`), so the name says which bytes were
+judged. The same bytes under the same name dropped again get `-2`, `-3`, ... (the ledger keeps
+names unique). The records and their CSV cells are made in `tumord.judge.record`, shared with batch.
 
 JSON files are written to a temporary name, fsynced, renamed, and their folder fsynced: a
 reader sees a whole file or none. verdicts.csv is UTF-8 with a byte-order mark (so spreadsheets
-read accents right; pandas skips it), one header, and text cells that a spreadsheet would run as
-a formula (starting = + - @, or a tab or carriage return) prefixed with an apostrophe.
+read accents right; pandas skips it), one header, and cells neutralized against spreadsheet formulas.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
-import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tumord.atomic import fsync_dir
+from tumord.judge.record import csv_columns, csv_row
 
 TEMP_PREFIX = ".tumord-tmp."  # our temporary files; anything left with it after a crash is swept
 CSV_NAME = "verdicts.csv"
 BOM = "\ufeff"
-
-
-def printable(path: str) -> str:
-    """A path as valid text: bytes that are not UTF-8 (a Latin-1 name from a file share) become U+FFFD."""
-    return os.fsencode(path).decode("utf-8", "replace")
-
-
-def base_name(rel_path: str, sha256: str | None, received_at: str) -> str:
-    """`<stem>.<sha256[:12]>`, safe as a file name; see the module docstring."""
-    stem = os.path.splitext(os.path.basename(printable(rel_path)))[0] or "scan"
-    stem = "".join("_" if unicodedata.category(c) == "Cc" else c for c in stem)
-    while len(stem.encode()) > 150:  # room for the suffixes within the 255-byte name limit
-        stem = stem[:-1]
-    tag = sha256[:12] if sha256 else received_at.replace("-", "").replace(":", "").replace(".", "")
-    return f"{stem}.{tag}"
 
 
 def write_files(items: list[tuple[Path, bytes]], pool: ThreadPoolExecutor | None = None) -> None:
@@ -70,47 +51,12 @@ def sweep_temporaries(*folders: Path) -> list[Path]:
     return swept
 
 
-def to_json(record: dict) -> bytes:
-    return (json.dumps(record, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
-
-
-# --- verdicts.csv ---------------------------------------------------------------------------
-
-def csv_columns(class_names: list[str]) -> list[str]:
-    return (["file", "sha256", "label", "confidence"] + [f"probability_{c}" for c in class_names]
-            + ["model_version", "model_sha256", "received_at", "classified_at", "tumord_version", "verdict"])
-
-
-def neutralize(value) -> str:
-    """A cell as text that no spreadsheet evaluates, on one line."""
-    if isinstance(value, float):
-        return repr(value)
-    text = str(value)
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        text = "'" + text
-    # no line breaks inside a row: a line is then always a whole row, which crash repair relies on
-    return "".join("\ufffd" if unicodedata.category(c) == "Cc" and c != "\t" else c for c in text)
-
-
-def _line(cells: list) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\r\n").writerow([neutralize(c) for c in cells])
-    return buf.getvalue()
-
-
-def csv_line(verdict: dict, class_names: list[str]) -> str:
-    return _line([verdict["file"], verdict["sha256"], verdict["label"], verdict["confidence"],
-                  *[verdict["probabilities"][c] for c in class_names],
-                  verdict["model"]["version"], verdict["model"]["sha256"], verdict["received_at"],
-                  verdict["classified_at"], verdict["tumord_version"], verdict["verdict"]])
-
-
 class VerdictCsv:
     """verdicts.csv, appended with fsync; the header is written once, with the file."""
 
     def __init__(self, path: Path, class_names: list[str]):
         self.path, self.class_names = Path(path), list(class_names)
-        self.header = BOM + _line(csv_columns(self.class_names))
+        self.header = BOM + csv_row(csv_columns(self.class_names))
 
     def open(self) -> Path | None:
         """Creates the file, or checks the existing one; returns where an old file with other
