@@ -10,7 +10,7 @@ from tumord.checkpoint import CheckpointError
 from tumord.config import ConfigError
 
 # module name in tumord.commands for each subcommand, in the order `--help` lists them
-COMMANDS = ["watch", "train", "eval", "predict", "import_model", "models"]
+COMMANDS = ["watch", "batch", "train", "eval", "predict", "import_model", "models"]
 
 
 def build_parser() -> argparse.ArgumentParser:
