@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from distributed import WorkerPlugin, get_worker
 
-from tumord.checkpoint import Classifier, load
+from tumord.model.checkpoint import Classifier, load
 from tumord.data.images import ImageError
 from tumord.judge import record as records
 from tumord.judge.record import base_name, csv_cells, csv_columns, csv_row, utc_now

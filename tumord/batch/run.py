@@ -24,7 +24,7 @@ from tumord.atomic import fsync_dir
 from tumord.batch import store
 from tumord.batch.chunk import PLUGIN, Job, ModelPlugin, judge_chunk, table_columns
 from tumord.batch.inputs import collect
-from tumord.checkpoint import load
+from tumord.model.checkpoint import load
 from tumord.judge.record import csv_row
 
 TABLE = "verdicts.csv"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tumord.commands.common import add_config_options, config_from_args
 from tumord.logs import get_logger, setup_logging
-from tumord.registry import current_model_path
+from tumord.model.registry import current_model_path
 
 
 def register(sub) -> None:

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tumord.checkpoint import Classifier
 from tumord.data.images import ImageError
-from tumord.explain import explanation_png
 from tumord.judge.record import printable, utc_now
 from tumord.judge.scan import decode_checked, file_problem
+from tumord.model.checkpoint import Classifier
+from tumord.model.explain import explanation_png
 from tumord.service.intake import Inflight, Ready
 from tumord.service.ledger import Fingerprint, Ledger, Row
 from tumord.service.stability import signature
