@@ -29,12 +29,12 @@ BAD = {
 }
 
 
-def write_scans(folder: Path, good: int, seed: int = 0, size: int = 64) -> list[str]:
-    """`good` generated PNG scans in two subfolders plus the BAD files; returns their relative paths."""
+def write_scans(folder: Path, good: int, seed: int = 0, size: int = 64, subfolders: bool = True) -> list[str]:
+    """`good` generated PNG scans (in two subfolders) plus the BAD files; returns their relative paths."""
     rng = np.random.default_rng(seed)
     names = []
     for i in range(good):
-        rel = f"{'ab'[i % 2]}/scan {i:03d}.png"
+        rel = f"{'ab'[i % 2]}/scan {i:03d}.png" if subfolders else f"scan {i:03d}.png"
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         ok, buf = cv2.imencode(".png", scan(bool(rng.integers(2)), rng, size))
         (folder / rel).write_bytes(buf.tobytes())

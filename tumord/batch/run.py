@@ -95,8 +95,6 @@ def locked(folder: Path):
 def run(settings: Settings, log, client=None) -> Summary:
     """Judges every scan of settings.data that has no committed record yet; `client` overrides
     settings.scheduler/workers (tests bring their own cluster)."""
-    if settings.chunk_size < 1:
-        raise ValueError(f"--chunk-size {settings.chunk_size}: expected a positive number of scans per task")
     model = load(settings.model)
     inputs = collect(settings.data)
     folder = settings.output.absolute() / model.identity["version"]

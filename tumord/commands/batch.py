@@ -34,17 +34,21 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers {args.workers}: expected a positive number of worker processes")
+    if args.workers is not None and args.scheduler:
+        raise ValueError("--workers sizes the local cluster; with --scheduler the cluster's own workers are used")
+    if args.chunk_size < 1:
+        raise ValueError(f"--chunk-size {args.chunk_size}: expected a positive number of scans per task")
+    if not args.data.exists():
+        raise ValueError(f"--data {args.data}: no such folder or manifest file")
     try:
         from tumord.batch.run import Settings, report, run as run_batch
     except ImportError as e:
         print(f"tumord batch: needs dask.distributed ({e.name} is missing); install it with "
               f"pip install 'tumord[batch]'", file=sys.stderr)
         return 2
-    cfg = config_from_args(args)
-    if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers {args.workers}: expected a positive number of worker processes")
-    if args.workers is not None and args.scheduler:
-        raise ValueError("--workers sizes the local cluster; with --scheduler the cluster's own workers are used")
     model = args.model if args.model is not None else current_model_path(cfg["paths"]["models"])
     settings = Settings(data=args.data, output=args.output, model=model, scheduler=args.scheduler,
                         workers=args.workers, chunk_size=args.chunk_size, max_pixels=cfg["watch"]["max_pixels"],
