@@ -10,7 +10,7 @@ import sys
 import threading
 
 from tests.batch.conftest import BAD, write_scans
-from tests.support import ROOT, child_env
+from tests.support import child_env
 
 
 def tumord_batch(*args: str, cwd, terminal: bool = False) -> tuple[int, str, str]:
