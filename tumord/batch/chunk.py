@@ -68,7 +68,7 @@ class Job:
 class Outcome:
     """A task's result: table lines for its scans and what happened to them."""
 
-    lines: str = ""
+    lines: list[str] = field(default_factory=list)
     judged: int = 0  # committed by this task
     found: int = 0  # already committed, by an earlier run or an earlier attempt at this task
     labels: Counter = field(default_factory=Counter)
@@ -136,7 +136,7 @@ def judge_chunk(items: list[tuple[str, str]], job: Job) -> Outcome:
             out.failures.append((record["file"], record["error"]))
         else:
             out.labels[record["label"]] += 1
-        out.lines += table_line(record, name, model.class_names)
+        out.lines.append(table_line(record, name, model.class_names))
     out.seconds = time.perf_counter() - started
     return out
 

@@ -142,7 +142,7 @@ def _run(client, settings: Settings, model, inputs, summary: Summary, log) -> No
                 continue
             finally:
                 future.release()  # the lines are written: the workers need not keep them
-            f.write(outcome.lines)
+            f.writelines(outcome.lines)
             summary.judged += outcome.judged
             summary.found += outcome.found
             summary.labels.update(outcome.labels)

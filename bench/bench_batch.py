@@ -1,0 +1,175 @@
+"""`tumord batch` on real scans, against the service's burst and the in-process ceiling, in one run.
+
+Each round measures, in an order that rotates from round to round (the machine may be shared, so
+figures are given as min / median / max over the rounds):
+  - ceiling: decoding plus batched prediction in this process, with the service's threads
+    (bench_service.compute_only);
+  - burst:   `tumord watch` given all scans at once (bench_service.Service), first to last verdict;
+  - batch1 / batch2: `tumord batch` on a LocalCluster of 1 and 2 worker processes (one thread each),
+    timed from submitting the chunks to the last row of the table (cluster start-up is reported apart).
+Then, once, with 1 worker (so that Dask's overhead is not hidden by a second worker running):
+  - chunk sizes 50, 200 and 1,000: wall time against the time spent inside tasks, which gives the
+    overhead outside each task; a least-squares fit of wall = scans * a + tasks * b gives the fixed
+    cost b of a task inside and outside it;
+  - a re-run on a finished output (resume: every scan read and hashed, nothing decoded);
+  - the scheduler's own per-task cost: 5,000 no-op tasks on 2 workers.
+
+    python bench/bench_batch.py [--model PATH] [--data DIR] [--scans 2000] [--rounds 3] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import operator
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_service import Service, compute_only, drop, scan_files  # noqa: E402
+from common import blas_report  # noqa: E402
+from distributed import Client, LocalCluster  # noqa: E402
+
+from tumord.batch.run import Settings, run as run_batch  # noqa: E402
+from tumord.config import DEFAULTS  # noqa: E402
+from tumord.model import checkpoint  # noqa: E402
+from tumord.model.registry import current_model_path  # noqa: E402
+from tumord.service.service import limit_blas_threads  # noqa: E402
+
+WATCH = DEFAULTS["watch"]
+
+
+class Quiet:
+    """A logger that drops everything: the benchmark prints its own figures."""
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+
+def manifest(work: Path, files: list[Path]) -> Path:
+    path = work / "manifest.txt"
+    path.write_text("".join(f"{p.absolute()}\n" for p in files))
+    return path
+
+
+def cluster(workers: int) -> tuple[LocalCluster, Client, float]:
+    t = time.perf_counter()
+    c = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+    client = Client(c)
+    return c, client, time.perf_counter() - t
+
+
+def batch_rate(client, model_path: Path, data: Path, work: Path, chunk: int) -> dict:
+    out = Path(tempfile.mkdtemp(prefix="out-", dir=work))
+    s = run_batch(Settings(data=data, output=out, model=model_path, chunk_size=chunk), Quiet(), client=client)
+    assert s.judged == s.inputs and not s.chunk_errors, "batch did not judge every scan"
+    return {"scans_per_s": s.judged / s.seconds, "seconds": s.seconds, "task_seconds": s.task_seconds,
+            "tasks": s.chunks, "output": out}
+
+
+def burst_rate(model_path: Path, files: list[Path], work: Path) -> float:
+    w = Path(tempfile.mkdtemp(prefix="watch-", dir=work))
+    staging = w / "staging"
+    staging.mkdir()
+    svc = Service(w, model_path, WATCH["blas_threads"], WATCH["predict_threads"])
+    try:
+        batch = [(f"burst-{i:05d}{p.suffix.lower()}", p) for i, p in enumerate(files)]
+        completed = drop(svc, staging, batch)
+        names = [n for n, _ in batch]
+        svc.wait(names, 900)
+        return len(names) / (max(svc.done[n] for n in names) - min(completed.values()))
+    finally:
+        svc.stop()
+        shutil.rmtree(w, ignore_errors=True)
+
+
+def spread(values: list[float]) -> dict:
+    return {"min": round(min(values), 1), "median": round(statistics.median(values), 1), "max": round(max(values), 1),
+            "runs": [round(v, 1) for v in values]}
+
+
+def run(args) -> dict:
+    model_path = args.model or current_model_path(REPO / DEFAULTS["paths"]["models"])
+    model = checkpoint.load(model_path)
+    files = scan_files(args.data, args.scans)
+    limit_blas_threads(WATCH["blas_threads"])  # as the service does, for the in-process ceiling
+    work = Path(tempfile.mkdtemp(prefix="tumord-bench-batch-"))
+    data = manifest(work, files)
+    sizes = [p.stat().st_size for p in files]
+    result = {"model": model.identity, "input_size": model.preprocess.size, "cores": os.cpu_count(),
+              "scans": len(files), "mean_file_kib": round(float(np.mean(sizes)) / 1024, 1), "data": str(args.data),
+              "blas_in_process": blas_report()}
+    clusters = {k: cluster(k) for k in (1, 2)}
+    result["cluster_start_s"] = {k: round(v[2], 1) for k, v in clusters.items()}
+    rates = {"ceiling": [], "burst": [], "batch1": [], "batch2": []}
+    try:
+        steps = {
+            "ceiling": lambda: compute_only(model, files, WATCH["decode_threads"], WATCH["batch_size"],
+                                            WATCH["predict_threads"]),
+            "burst": lambda: burst_rate(model_path, files, work),
+            "batch1": lambda: batch_rate(clusters[1][1], model_path, data, work, 200)["scans_per_s"],
+            "batch2": lambda: batch_rate(clusters[2][1], model_path, data, work, 200)["scans_per_s"],
+        }
+        order = list(steps)
+        for r in range(args.rounds):
+            for name in order[r % len(order):] + order[:r % len(order)]:  # rotate: no step always goes first
+                rates[name].append(steps[name]())
+                print(f"round {r + 1} {name}: {rates[name][-1]:.1f} scans/s", file=sys.stderr, flush=True)
+        result["scans_per_s"] = {k: spread(v) for k, v in rates.items()}
+
+        client = clusters[1][1]
+        result["blas_worker"] = client.run(blas_report)
+        chunks = {}
+        for chunk in (50, 200, 1000):
+            b = batch_rate(client, model_path, data, work, chunk)
+            chunks[chunk] = b
+        a, fixed = np.linalg.lstsq(np.array([[len(files), b["tasks"]] for b in chunks.values()], float),
+                                   np.array([b["seconds"] for b in chunks.values()]), rcond=None)[0]
+        result["chunks"] = {c: {"tasks": b["tasks"], "seconds": round(b["seconds"], 2),
+                                "scans_per_s": round(b["scans_per_s"], 1),
+                                "outside_tasks_ms_per_task": round((b["seconds"] - b["task_seconds"]) / b["tasks"] * 1000, 1)}
+                            for c, b in chunks.items()}
+        result["fit"] = {"ms_per_scan": round(a * 1000, 3), "ms_per_task": round(fixed * 1000, 1)}
+        t = time.perf_counter()
+        again = run_batch(Settings(data=data, output=chunks[200]["output"], model=model_path), Quiet(), client=client)
+        assert again.judged == 0 and again.found == len(files)
+        result["resume_1_worker_scans_per_s"] = round(len(files) / again.seconds, 1)
+        result["resume_wall_s"] = round(time.perf_counter() - t, 2)
+
+        client2 = clusters[2][1]
+        client2.gather(client2.map(operator.neg, range(200)))  # warm-up
+        t = time.perf_counter()
+        client2.gather(client2.map(operator.neg, range(5000)))
+        result["scheduler_us_per_task"] = round((time.perf_counter() - t) / 5000 * 1e6)
+    finally:
+        for c, client, _ in clusters.values():
+            client.close()
+            c.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=None, help="model file (default: the current model in models/)")
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets" / "brain-tumor")
+    ap.add_argument("--scans", type=int, default=2000, help="scans per measurement")
+    ap.add_argument("--rounds", type=int, default=3, help="alternated rounds of the four rates")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args()
+    if not args.data.is_dir():
+        sys.exit(f"bench_batch: no data at {args.data} (pass --data DIR)")
+    r = run(args)
+    print(json.dumps(r, default=str) if args.json else json.dumps(r, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
