@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_service import Service, compute_only, drop, scan_files  # noqa: E402
-from common import blas_report  # noqa: E402
+from common import add_model_and_data_options, blas_report  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
 
 from tumord.batch.run import Settings, run as run_batch  # noqa: E402
@@ -159,8 +159,7 @@ def run(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=None, help="model file (default: the current model in models/)")
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets" / "brain-tumor")
+    add_model_and_data_options(ap, REPO)
     ap.add_argument("--scans", type=int, default=2000, help="scans per measurement")
     ap.add_argument("--rounds", type=int, default=3, help="alternated rounds of the four rates")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
