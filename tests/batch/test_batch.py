@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.batch.conftest import BAD, records, table, write_scans
 from tumord.batch.inputs import collect
-from tumord.batch.run import report, run
+from tumord.batch.run import Settings, report, run
 
 
 def test_300_scans_with_5_bad_give_300_verdicts_295_classified_5_failed_and_300_rows(tmp_path, client, settings, log):
@@ -107,3 +107,13 @@ def test_a_manifest_lists_paths_relative_to_itself_once_each_and_a_missing_one_f
     plain.write_text("# one path per line\n\n" + "".join(f"{data / n}\n" for n in names))
     summary = run(settings(plain), log, client=client)
     assert summary.judged == 6 and summary.found == 0  # reported by another path, so judged as its own scan
+
+
+def test_an_output_folder_inside_the_data_folder_is_not_taken_for_scans(tmp_path, client, model, log):
+    data = tmp_path / "archive"
+    write_scans(data, good=4)
+    s = Settings(data=data, output=data / "verdicts", model=model)
+    first = run(s, log, client=client)
+    again = run(s, log, client=client)
+    assert first.inputs == again.inputs == 4 + len(BAD)
+    assert again.judged == 0 and again.found == first.inputs

@@ -1,7 +1,7 @@
 """What a batch run judges: every file under a folder, or the paths a manifest lists.
 
 A folder is walked recursively (links to folders are not followed); hidden files and folders
-(names starting with '.') are left out, everything else is a scan, so a stray file fails with
+(names starting with '.') and the run's output folder are left out, everything else is a scan, so a stray file fails with
 its reason instead of vanishing from the count. A manifest is a text file with one path per line
 (blank lines and lines starting with '#' skipped) or a CSV whose header has a `path` column.
 Relative paths in a manifest are relative to the manifest's folder. Each scan is reported by
@@ -23,19 +23,22 @@ class Inputs:
     root: str | None  # links must stay inside this folder; None for a manifest (its paths are the operator's)
 
 
-def collect(source: Path) -> Inputs:
+def collect(source: Path, output: Path | None = None) -> Inputs:
+    """The scans of `source`; a walked folder leaves out `output` (the run's own records) if it is inside."""
     if source.is_dir():
-        return Inputs(_walk(source), str(source.absolute()))
+        return Inputs(_walk(source, output), str(source.absolute()))
     if source.is_file():
         return Inputs(_manifest(source), None)
     raise ValueError(f"--data {source}: no such folder or manifest file")
 
 
-def _walk(folder: Path) -> list[tuple[str, str]]:
+def _walk(folder: Path, output: Path | None) -> list[tuple[str, str]]:
     root = str(folder.absolute())
+    skip = os.path.realpath(output) if output is not None else None
     items = []
     for here, dirs, files in os.walk(root, onerror=_raise):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and os.path.realpath(os.path.join(here, d)) != skip)
         for name in sorted(files):
             if not name.startswith("."):
                 path = os.path.join(here, name)

@@ -96,7 +96,7 @@ def run(settings: Settings, log, client=None) -> Summary:
     """Judges every scan of settings.data that has no committed record yet; `client` overrides
     settings.scheduler/workers (tests bring their own cluster)."""
     model = load(settings.model)
-    inputs = collect(settings.data)
+    inputs = collect(settings.data, settings.output)
     folder = settings.output.absolute() / model.identity["version"]
     store.prepare(folder)
     summary = Summary(folder, inputs=len(inputs.items))
