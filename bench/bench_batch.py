@@ -62,8 +62,12 @@ def manifest(work: Path, files: list[Path]) -> Path:
 
 def cluster(workers: int) -> tuple[LocalCluster, Client, float]:
     t = time.perf_counter()
+    saved = dict(os.environ)
     c = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
     client = Client(c)
+    # the nanny exported OPENBLAS_NUM_THREADS=1 etc. here for its workers; the service under test must not inherit it
+    os.environ.clear()
+    os.environ.update(saved)
     return c, client, time.perf_counter() - t
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -58,9 +59,16 @@ def records(folder: Path) -> tuple[list[dict], list[dict]]:
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as cluster, \
-            Client(cluster) as c:
-        yield c
+    # Dask's nanny exports OMP/MKL/OPENBLAS_NUM_THREADS=1 into this process's environment for its
+    # workers to inherit; the processes later tests start (a service measuring its BLAS threads) must not
+    saved = dict(os.environ)
+    try:
+        with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as cluster, \
+                Client(cluster) as c:
+            yield c
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest.fixture(scope="module")
