@@ -110,7 +110,7 @@ def run(args) -> dict:
     sizes = [p.stat().st_size for p in files]
     result = {"model": model.identity, "input_size": model.preprocess.size, "cores": os.cpu_count(),
               "scans": len(files), "mean_file_kib": round(float(np.mean(sizes)) / 1024, 1), "data": str(args.data),
-              "blas_in_process": blas_report()}
+              "blas_in_process": blas_report(), "load_average_at_start": os.getloadavg()}
     clusters = {k: cluster(k) for k in (1, 2)}
     result["cluster_start_s"] = {k: round(v[2], 1) for k, v in clusters.items()}
     rates = {"ceiling": [], "burst": [], "batch1": [], "batch2": []}
@@ -153,6 +153,7 @@ def run(args) -> dict:
         t = time.perf_counter()
         client2.gather(client2.map(operator.neg, range(5000)))
         result["scheduler_us_per_task"] = round((time.perf_counter() - t) / 5000 * 1e6)
+        result["load_average_at_end"] = os.getloadavg()
     finally:
         for c, client, _ in clusters.values():
             client.close()
