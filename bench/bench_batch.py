@@ -71,33 +71,48 @@ def cluster(workers: int) -> tuple[LocalCluster, Client, float]:
     return c, client, time.perf_counter() - t
 
 
+def workers_cpu(client) -> float:
+    return sum(client.run(time.process_time).values())
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of another process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def batch_rate(client, model_path: Path, data: Path, work: Path, chunk: int) -> dict:
     out = Path(tempfile.mkdtemp(prefix="out-", dir=work))
+    cpu, own = workers_cpu(client), time.process_time()
     s = run_batch(Settings(data=data, output=out, model=model_path, chunk_size=chunk), Quiet(), client=client)
+    cpu, own = workers_cpu(client) - cpu, time.process_time() - own  # own: the client and the local scheduler
     assert s.judged == s.inputs and not s.chunk_errors, "batch did not judge every scan"
     return {"scans_per_s": s.judged / s.seconds, "seconds": s.seconds, "task_seconds": s.task_seconds,
-            "tasks": s.chunks, "output": out}
+            "tasks": s.chunks, "output": out, "worker_cpu_ms_per_scan": cpu / s.judged * 1000,
+            "client_cpu_ms_per_scan": own / s.judged * 1000}
 
 
-def burst_rate(model_path: Path, files: list[Path], work: Path) -> float:
+def burst_rate(model_path: Path, files: list[Path], work: Path) -> tuple[float, float]:
     w = Path(tempfile.mkdtemp(prefix="watch-", dir=work))
     staging = w / "staging"
     staging.mkdir()
     svc = Service(w, model_path, WATCH["blas_threads"], WATCH["predict_threads"])
     try:
         batch = [(f"burst-{i:05d}{p.suffix.lower()}", p) for i, p in enumerate(files)]
+        cpu = proc_cpu(svc.proc.pid)
         completed = drop(svc, staging, batch)
         names = [n for n, _ in batch]
         svc.wait(names, 900)
-        return len(names) / (max(svc.done[n] for n in names) - min(completed.values()))
+        cpu = proc_cpu(svc.proc.pid) - cpu
+        return len(names) / (max(svc.done[n] for n in names) - min(completed.values())), cpu / len(names) * 1000
     finally:
         svc.stop()
         shutil.rmtree(w, ignore_errors=True)
 
 
 def spread(values: list[float]) -> dict:
-    return {"min": round(min(values), 1), "median": round(statistics.median(values), 1), "max": round(max(values), 1),
-            "runs": [round(v, 1) for v in values]}
+    return {"min": round(min(values), 2), "median": round(statistics.median(values), 2), "max": round(max(values), 2),
+            "runs": [round(v, 2) for v in values]}
 
 
 def run(args) -> dict:
@@ -114,20 +129,29 @@ def run(args) -> dict:
     clusters = {k: cluster(k) for k in (1, 2)}
     result["cluster_start_s"] = {k: round(v[2], 1) for k, v in clusters.items()}
     rates = {"ceiling": [], "burst": [], "batch1": [], "batch2": []}
+    cpu = {k: [] for k in rates}  # CPU milliseconds per scan: what a shared machine does not distort
+
+    def ceiling() -> tuple[float, float]:
+        t = time.process_time()
+        rate = compute_only(model, files, WATCH["decode_threads"], WATCH["batch_size"], WATCH["predict_threads"])
+        return rate, (time.process_time() - t) / len(files) * 1000  # includes its one warm-up batch
+
+    def batch(workers: int) -> tuple[float, float]:
+        b = batch_rate(clusters[workers][1], model_path, data, work, 200)
+        return b["scans_per_s"], b["worker_cpu_ms_per_scan"] + b["client_cpu_ms_per_scan"]
+
     try:
-        steps = {
-            "ceiling": lambda: compute_only(model, files, WATCH["decode_threads"], WATCH["batch_size"],
-                                            WATCH["predict_threads"]),
-            "burst": lambda: burst_rate(model_path, files, work),
-            "batch1": lambda: batch_rate(clusters[1][1], model_path, data, work, 200)["scans_per_s"],
-            "batch2": lambda: batch_rate(clusters[2][1], model_path, data, work, 200)["scans_per_s"],
-        }
+        steps = {"ceiling": ceiling, "burst": lambda: burst_rate(model_path, files, work),
+                 "batch1": lambda: batch(1), "batch2": lambda: batch(2)}
         order = list(steps)
         for r in range(args.rounds):
             for name in order[r % len(order):] + order[:r % len(order)]:  # rotate: no step always goes first
-                rates[name].append(steps[name]())
-                print(f"round {r + 1} {name}: {rates[name][-1]:.1f} scans/s", file=sys.stderr, flush=True)
+                rate, ms = steps[name]()
+                rates[name].append(rate)
+                cpu[name].append(ms)
+                print(f"round {r + 1} {name}: {rate:.1f} scans/s, {ms:.2f} CPU ms/scan", file=sys.stderr, flush=True)
         result["scans_per_s"] = {k: spread(v) for k, v in rates.items()}
+        result["cpu_ms_per_scan"] = {k: spread(v) for k, v in cpu.items()}
 
         client = clusters[1][1]
         result["blas_worker"] = client.run(blas_report)
@@ -139,6 +163,8 @@ def run(args) -> dict:
                                    np.array([b["seconds"] for b in chunks.values()]), rcond=None)[0]
         result["chunks"] = {c: {"tasks": b["tasks"], "seconds": round(b["seconds"], 2),
                                 "scans_per_s": round(b["scans_per_s"], 1),
+                                "worker_cpu_ms_per_scan": round(b["worker_cpu_ms_per_scan"], 2),
+                                "client_cpu_ms_per_scan": round(b["client_cpu_ms_per_scan"], 2),
                                 "outside_tasks_ms_per_task": round((b["seconds"] - b["task_seconds"]) / b["tasks"] * 1000, 1)}
                             for c, b in chunks.items()}
         result["fit"] = {"ms_per_scan": round(a * 1000, 3), "ms_per_task": round(fixed * 1000, 1)}
