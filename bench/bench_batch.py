@@ -14,7 +14,9 @@ Then, once, with 1 worker (so that Dask's overhead is not hidden by a second wor
   - a re-run on a finished output (resume: every scan read and hashed, nothing decoded);
   - the scheduler's own per-task cost: 5,000 no-op tasks on 2 workers.
 
-    python bench/bench_batch.py [--model PATH] [--data DIR] [--scans 2000] [--rounds 3] [--json]
+First, the CPU cost per scan of the task's code alone (no Dask): read and decode, predict, commit.
+
+    python bench/bench_batch.py [--model PATH] [--data DIR] [--scans 2000] [--rounds 3] [--task-only] [--json]
 """
 from __future__ import annotations
 
@@ -110,6 +112,43 @@ def burst_rate(model_path: Path, files: list[Path], work: Path) -> tuple[float, 
         shutil.rmtree(w, ignore_errors=True)
 
 
+def task_cpu(model_path: Path, data: Path, work: Path, chunk: int = 200) -> dict:
+    """CPU milliseconds per scan of batch's task code alone, in this process without Dask: reading
+    and decoding, prediction, and committing (the rest of judge_chunk), one thread and one BLAS thread
+    as on a worker. The per-core cost that the projection scales; Dask's costs are measured apart."""
+    from threadpoolctl import threadpool_limits
+
+    from tumord.batch import chunk as task, store
+    from tumord.batch.inputs import collect
+
+    model = checkpoint.load(model_path)
+
+    class Worker:  # what get_worker() gives a task: the plugin with its loaded model
+        plugins = {task.PLUGIN: type("Plugin", (), {"model": model})}
+
+    task.get_worker = lambda: Worker
+    items = collect(data).items[:chunk]
+    out = Path(tempfile.mkdtemp(prefix="task-", dir=work))
+    store.prepare(out)
+    job = task.Job(str(out), None, WATCH["max_pixels"], WATCH["max_bytes"])
+    with threadpool_limits(1, user_api="blas"):
+        t = time.process_time()
+        scans = [task._read(path, shown, job, out) for path, shown in items]
+        read = time.process_time() - t
+        images = np.stack([s.image for s in scans if s.image is not None])
+        t = time.process_time()
+        model.predict(images)
+        predict = time.process_time() - t
+        out = Path(tempfile.mkdtemp(prefix="task-", dir=work))
+        store.prepare(out)
+        t = time.process_time()
+        task.judge_chunk(items, task.Job(str(out), None, WATCH["max_pixels"], WATCH["max_bytes"]))
+        whole = time.process_time() - t
+    n = len(items) / 1000
+    return {"scans": len(items), "read_decode_ms": round(read / n, 2), "predict_ms": round(predict / n, 2),
+            "commit_and_rest_ms": round((whole - read - predict) / n, 2), "whole_task_ms": round(whole / n, 2)}
+
+
 def spread(values: list[float]) -> dict:
     return {"min": round(min(values), 2), "median": round(statistics.median(values), 2), "max": round(max(values), 2),
             "runs": [round(v, 2) for v in values]}
@@ -126,6 +165,10 @@ def run(args) -> dict:
     result = {"model": model.identity, "input_size": model.preprocess.size, "cores": os.cpu_count(),
               "scans": len(files), "mean_file_kib": round(float(np.mean(sizes)) / 1024, 1), "data": str(args.data),
               "blas_in_process": blas_report(), "load_average_at_start": os.getloadavg()}
+    result["task_cpu_ms_per_scan"] = task_cpu(model_path, data, work)
+    if args.task_only:
+        shutil.rmtree(work, ignore_errors=True)
+        return result
     clusters = {k: cluster(k) for k in (1, 2)}
     result["cluster_start_s"] = {k: round(v[2], 1) for k, v in clusters.items()}
     rates = {"ceiling": [], "burst": [], "batch1": [], "batch2": []}
@@ -193,6 +236,7 @@ def main() -> None:
     add_model_and_data_options(ap, REPO)
     ap.add_argument("--scans", type=int, default=2000, help="scans per measurement")
     ap.add_argument("--rounds", type=int, default=3, help="alternated rounds of the four rates")
+    ap.add_argument("--task-only", action="store_true", help="only the CPU cost of the task code, without Dask")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
     if not args.data.is_dir():
