@@ -20,8 +20,9 @@ LAYERS = [
     ("tumord", "atomic", "logs", "config"),  # version, durable writes, logging, settings
     ("data",),                               # reading scans and preparing them
     ("model",),                              # the model file, its registry, prediction
+    ("abstain",),                            # input checks, abstention decisions, drift tracking
     ("judge",),                              # how one scan is judged: checks, records (watch and batch)
-    ("training", "service", "batch"),        # side by side: none imports another
+    ("training", "service", "labelling", "batch"),  # side by side: none imports another
     ("commands",),                           # one module per command; they share commands.common
     ("cli",),
 ]

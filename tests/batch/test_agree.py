@@ -6,7 +6,9 @@ import json
 
 from tests.batch.conftest import BAD, records, write_scans
 from tests.service.conftest import Watch, drop, make_model
+from tumord.abstain.judge import AbstainSettings
 from tumord.batch.run import Settings, run
+from tumord.config import load_config
 
 TIMESTAMPS = {"received_at", "classified_at", "failed_at"}
 
@@ -34,7 +36,8 @@ def test_batch_and_watch_give_the_same_verdicts_for_the_same_scans_and_model(tmp
                     for p in (w.output / "failed").glob("*.error.json")}
 
     model = tmp_path / "models" / "versions" / meta["version"] / "model.npz"
-    summary = run(Settings(data=data, output=tmp_path / "batch", model=model), log, client=client)
+    abstain = AbstainSettings.from_config(load_config(tmp_path / "config.yaml"))  # the service's settings
+    summary = run(Settings(data=data, output=tmp_path / "batch", model=model, abstain=abstain), log, client=client)
     by_batch = {p.name: json.loads(p.read_text()) for p in summary.folder.glob("*.json")}
     verdicts, errors = records(summary.folder)
 

@@ -19,9 +19,11 @@ import numpy as np
 from distributed import WorkerPlugin, get_worker
 
 from tumord.model.checkpoint import Classifier, load
+from tumord.abstain.judge import AbstainSettings, judge
 from tumord.data.images import ImageError
 from tumord.judge import record as records
 from tumord.judge.record import base_name, csv_cells, csv_columns, csv_row, utc_now
+from tumord.judge.safety import check_suffix
 from tumord.judge.scan import decode_checked, file_problem
 from tumord.batch import store
 
@@ -62,6 +64,7 @@ class Job:
     root: str | None  # links must stay inside it (a walked folder); None for a manifest
     max_pixels: int
     max_bytes: int
+    abstain: AbstainSettings = field(default_factory=AbstainSettings)  # as the service's `abstain` settings
 
 
 @dataclass
@@ -85,6 +88,7 @@ class _Scan:
     sha256: str | None = None
     base: str = ""
     image: np.ndarray | None = None
+    check_reasons: list[str] = field(default_factory=list)  # input checks failed: reasons to abstain
     error: str | None = None
     done: tuple[str, dict] | None = None  # its committed name and record, when found
 
@@ -101,7 +105,7 @@ def table_line(record: dict, name: str, class_names: list[str]) -> str:
         return csv_row(csv_cells(record, class_names) + [""])
     unjudged = [""] * (4 + len(class_names))  # label, confidence, probabilities, model version and sha256
     return csv_row([record["file"], record["sha256"] or "", *unjudged, record["received_at"], record["failed_at"],
-                    record["tumord_version"], f"{store.FAILED}/{name}.error.json", record["error"]])
+                    record["tumord_version"], f"{store.FAILED}/{name}.error.json", "", "", "", record["error"]])
 
 
 def judge_chunk(items: list[tuple[str, str]], job: Job) -> Outcome:
@@ -110,11 +114,12 @@ def judge_chunk(items: list[tuple[str, str]], job: Job) -> Outcome:
     folder = Path(job.folder)
     scans = [_read(path, shown, job, folder) for path, shown in items]
     todo = [s for s in scans if s.image is not None]
-    probabilities = model.predict(np.stack([s.image for s in todo])) if todo else []
+    judged = judge(model, np.stack([s.image for s in todo]), [s.check_reasons for s in todo], job.abstain) \
+        if todo else []
     classified_at = utc_now()
     out = Outcome()
 
-    def finish(scan: _Scan, probs) -> tuple[bool, str, dict]:
+    def finish(scan: _Scan, judgement) -> tuple[bool, str, dict]:
         if scan.done is not None:
             return False, *scan.done
         if scan.error is not None:
@@ -122,12 +127,13 @@ def judge_chunk(items: list[tuple[str, str]], job: Job) -> Outcome:
                 shown=scan.shown, error=scan.error, sha256=scan.sha256, size_bytes=scan.size,
                 received_at=scan.received_at, moved_to=""))
         return store.commit(folder, scan.base, scan.shown, error=False, make=lambda name: records.classified(
-            shown=scan.shown, sha256=scan.sha256, probabilities=probs, model=model, name=name,
-            received_at=scan.received_at, classified_at=classified_at, archived_as=""))
+            shown=scan.shown, sha256=scan.sha256, probabilities=judgement.probabilities,
+            abstention=judgement.fields(), model=model, name=name, received_at=scan.received_at,
+            classified_at=classified_at, archived_as=""))
 
-    probs_of = {id(s): p for s, p in zip(todo, probabilities)}
+    judgement_of = {id(s): j for s, j in zip(todo, judged)}
     with ThreadPoolExecutor(COMMIT_THREADS) as pool:
-        committed = list(pool.map(lambda s: finish(s, probs_of.get(id(s))), scans))
+        committed = list(pool.map(lambda s: finish(s, judgement_of.get(id(s))), scans))
     store.sync(folder)
     for created, name, record in committed:
         out.judged += created
@@ -157,7 +163,7 @@ def _read(path: str, shown: str, job: Job, folder: Path) -> _Scan:
     scan.size = lst.st_size
     problem = file_problem(path, lst, job.root, job.max_bytes)
     if problem:
-        scan.error = f"{shown} {problem}"
+        scan.error = f"{shown} {problem[0]}"  # batch does not wait for permissions to change
         return scan
     try:
         with open(path, "rb") as f:
@@ -171,7 +177,9 @@ def _read(path: str, shown: str, job: Job, folder: Path) -> _Scan:
     if scan.done is not None:
         return scan
     try:
-        scan.image = decode_checked(data, shown, worker_model().preprocess, job.max_pixels)
+        check_suffix(shown)
+        scan.image, scan.check_reasons = decode_checked(data, shown, worker_model().preprocess, job.max_pixels,
+                                                        job.abstain.checks)
     except ImageError as e:
         scan.error = f"{shown} {e.reason}"
     return scan

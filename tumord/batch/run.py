@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tumord.abstain.judge import AbstainSettings
 from tumord.atomic import fsync_dir
 from tumord.batch import store
 from tumord.batch.chunk import PLUGIN, Job, ModelPlugin, judge_chunk, table_columns
@@ -43,6 +44,7 @@ class Settings:
     max_pixels: int = 25_000_000
     max_bytes: int = 256 * 2**20
     progress: bool = False  # dask.distributed's text progress bar on stdout
+    abstain: AbstainSettings = field(default_factory=AbstainSettings)  # the `abstain` settings, as the service's
 
 
 @dataclass
@@ -120,7 +122,7 @@ def _run(client, settings: Settings, model, inputs, summary: Summary, log) -> No
              model=model.identity, scheduler=client.scheduler.address, workers=summary.workers,
              dashboard=client.dashboard_link, chunk_size=settings.chunk_size)
     client.register_plugin(ModelPlugin(str(settings.model.absolute()), model.identity["version"]), name=PLUGIN)
-    job = Job(str(summary.folder), inputs.root, settings.max_pixels, settings.max_bytes)
+    job = Job(str(summary.folder), inputs.root, settings.max_pixels, settings.max_bytes, settings.abstain)
     size = settings.chunk_size
     chunks = [inputs.items[i:i + size] for i in range(0, len(inputs.items), size)]
     summary.chunks = len(chunks)

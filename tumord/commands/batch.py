@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from tumord.abstain.judge import AbstainSettings
 from tumord.commands.common import add_config_options, config_from_args
 from tumord.logs import get_logger, setup_logging
 from tumord.model.registry import current_model_path
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     model = args.model if args.model is not None else current_model_path(cfg["paths"]["models"])
     settings = Settings(data=args.data, output=args.output, model=model, scheduler=args.scheduler,
                         workers=args.workers, chunk_size=args.chunk_size, max_pixels=cfg["watch"]["max_pixels"],
-                        max_bytes=cfg["watch"]["max_bytes"], progress=sys.stdout.isatty())
+                        max_bytes=cfg["watch"]["max_bytes"], progress=sys.stdout.isatty(),
+                        abstain=AbstainSettings.from_config(cfg))
     setup_logging(json_lines=args.log_json)
     log = get_logger("tumord.batch")
     summary = run_batch(settings, log)

@@ -24,6 +24,7 @@ from tumord import __version__
 
 
 def utc_now() -> str:
+    """UTC ISO 8601 with milliseconds, as every verdict and error file states times."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -47,30 +48,37 @@ def to_json(record: dict) -> bytes:
     return (json.dumps(record, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
 
 
-def classified(*, shown: str, sha256: str, probabilities: np.ndarray, model, name: str, received_at: str,
-               classified_at: str, archived_as: str, explained: bool = False) -> dict:
-    """The verdict of a decoded and predicted scan; `model` is the Classifier that predicted it."""
+def classified(*, shown: str, sha256: str, probabilities: np.ndarray, abstention: dict, model, name: str,
+               received_at: str, classified_at: str, archived_as: str, explained: bool = False,
+               replaces: str | None = None) -> dict:
+    """The verdict of a decoded and predicted scan; `model` is the Classifier that predicted it,
+    `abstention` the Judgement's fields (abstain.judge), `replaces` the name of the verdict of the
+    same file's earlier bytes (the service)."""
     return {
         "file": shown,
         "sha256": sha256,
         "label": model.class_names[int(probabilities.argmax())],
         "probabilities": {c: round(float(p), 6) for c, p in zip(model.class_names, probabilities)},
         "confidence": round(float(probabilities.max()), 6),
+        **abstention,
         "model": model.identity,
         "received_at": received_at,
         "classified_at": classified_at,
         "tumord_version": __version__,
         "verdict": f"{name}.json",
         **({"explanation": f"{name}.png"} if explained else {}),
+        **({"replaces": f"{replaces}.json"} if replaces else {}),
         "archived_as": archived_as,
     }
 
 
-def failed(*, shown: str, error: str, sha256: str | None, size_bytes: int, received_at: str, moved_to: str) -> dict:
-    """The error record of a scan that could not be judged; `error` says why, for a person."""
+def failed(*, shown: str, error: str, sha256: str | None, size_bytes: int, received_at: str, moved_to: str,
+           advice: str | None = None) -> dict:
+    """The error record of a scan that could not be judged: why, and what to do if anything."""
     return {
         "file": shown,
         "error": error,
+        **({"what_to_do": advice} if advice else {}),
         "sha256": sha256,
         "size_bytes": size_bytes,
         "received_at": received_at,
@@ -84,7 +92,14 @@ def failed(*, shown: str, error: str, sha256: str | None, size_bytes: int, recei
 
 def csv_columns(class_names: list[str]) -> list[str]:
     return (["file", "sha256", "label", "confidence"] + [f"probability_{c}" for c in class_names]
-            + ["model_version", "model_sha256", "received_at", "classified_at", "tumord_version", "verdict"])
+            + ["model_version", "model_sha256", "received_at", "classified_at", "tumord_version", "verdict"]
+            + ["abstained", "abstain_reasons", "feature_distance"])
+
+
+def abstention_cells(verdict: dict) -> list:
+    distance = verdict.get("feature_distance")
+    return ["yes" if verdict.get("abstained") else "no", "; ".join(verdict.get("abstain_reasons", [])),
+            "" if distance is None else distance["value"]]
 
 
 def csv_cells(verdict: dict, class_names: list[str]) -> list:
@@ -92,7 +107,7 @@ def csv_cells(verdict: dict, class_names: list[str]) -> list:
     return [verdict["file"], verdict["sha256"], verdict["label"], verdict["confidence"],
             *[verdict["probabilities"][c] for c in class_names],
             verdict["model"]["version"], verdict["model"]["sha256"], verdict["received_at"],
-            verdict["classified_at"], verdict["tumord_version"], verdict["verdict"]]
+            verdict["classified_at"], verdict["tumord_version"], verdict["verdict"], *abstention_cells(verdict)]
 
 
 def neutralize(value) -> str:

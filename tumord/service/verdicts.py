@@ -1,54 +1,35 @@
 """Verdict files: one JSON per scan, and one line per verdict in verdicts.csv.
 
 Names: a scan's files are named `<stem>.<sha256[:12]>` (`scan 7.3fa9c0d1e2b4.json`, archived as
-`scan 7.3fa9c0d1e2b4.png`; see `tumord.judge.record.base_name`), so the name says which bytes were
-judged. The same bytes under the same name dropped again get `-2`, `-3`, ... (the ledger keeps
-names unique). The records and their CSV cells are made in `tumord.judge.record`, shared with batch.
+`scan 7.3fa9c0d1e2b4.png`), so the name says which bytes were judged. The same bytes under the
+same name dropped again get `-2`, `-3`, ... (the ledger keeps names unique); a file whose bytes
+were never read (a folder, a link out of the folder, an oversized file) uses its received time.
 
-JSON files are written to a temporary name, fsynced, renamed, and their folder fsynced: a
-reader sees a whole file or none. verdicts.csv is UTF-8 with a byte-order mark (so spreadsheets
-read accents right; pandas skips it), one header, and cells neutralized against spreadsheet formulas.
+JSON files are written atomically (atomic.write_many): a reader sees a whole file or none.
+verdicts.csv is UTF-8 with a byte-order mark (so spreadsheets read accents right; pandas skips
+it), one header, and text cells that a spreadsheet would run as a formula (starting = + - @, or
+a tab or carriage return) prefixed with an apostrophe. It may be rotated (renamed or deleted)
+while the service runs: the next line goes to a new file with a header, never into the old one.
 """
 from __future__ import annotations
 
+import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tumord.atomic import fsync_dir
-from tumord.judge.record import csv_columns, csv_row
+from tumord.atomic import fsync_dir, write_atomic
+from tumord.judge import record
+# the names, the JSON and the CSV cells are shared with `tumord batch`; imported from here by the service
+from tumord.judge.record import base_name, csv_columns, csv_line, csv_row, neutralize, to_json  # noqa: F401
 
-TEMP_PREFIX = ".tumord-tmp."  # our temporary files; anything left with it after a crash is swept
 CSV_NAME = "verdicts.csv"
 BOM = "\ufeff"
 
 
-def write_files(items: list[tuple[Path, bytes]], pool: ThreadPoolExecutor | None = None) -> None:
-    """Writes several files atomically and durably; the fsyncs run in parallel (the journal groups them)."""
-    def write_temp(item):
-        path, data = item
-        tmp = path.with_name(f"{TEMP_PREFIX}{path.name}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        return tmp
+# --- verdicts.csv ---------------------------------------------------------------------------
 
-    temps = list(pool.map(write_temp, items) if pool is not None else map(write_temp, items))
-    for tmp, (path, _) in zip(temps, items):
-        os.replace(tmp, path)
-    for folder in {path.parent for path, _ in items}:
-        fsync_dir(folder)
-
-
-def sweep_temporaries(*folders: Path) -> list[Path]:
-    """Removes temporary files a killed process left behind; returns them."""
-    swept = []
-    for folder in folders:
-        for p in folder.glob(f"{TEMP_PREFIX}*"):
-            p.unlink(missing_ok=True)
-            swept.append(p)
-    return swept
+class CsvReplaced(OSError):
+    """verdicts.csv is not the file the stored offsets refer to; they must be rebased first."""
 
 
 class VerdictCsv:
@@ -69,13 +50,20 @@ class VerdictCsv:
                 rotated = self.path.with_name(f"verdicts.until-{_stamp()}.csv")
                 os.replace(self.path, rotated)
                 fsync_dir(self.path.parent)
-        if not self.path.exists():
-            write_files([(self.path, self.header.encode("utf-8"))])
+        self.ensure()
         self.trim_partial_line()
         return rotated
 
-    def size(self) -> int:
-        return self.path.stat().st_size
+    def ensure(self) -> os.stat_result:
+        """The file as it is now; a new one with the header if it was rotated away (renamed or deleted)."""
+        try:
+            st = os.stat(self.path)
+            if st.st_size > 0:
+                return st
+        except FileNotFoundError:
+            pass
+        write_atomic(self.path, self.header)  # also over an empty file, as `logrotate create` leaves
+        return os.stat(self.path)
 
     def trim_partial_line(self) -> None:
         """A line cut short by a crash (no line end) is removed; whole lines never contain one."""
@@ -90,9 +78,12 @@ class VerdictCsv:
             f.truncate(max(keep, len(self.header.encode())))
             os.fsync(f.fileno())
 
-    def append(self, text: str, at: int | None = None) -> None:
-        """Appends lines durably; with `at`, first cuts the file back to that byte offset."""
+    def append(self, text: str, at: int | None = None, ino: int | None = None) -> None:
+        """Appends lines durably; with `at`, first cuts the file back to that byte offset. With `ino`,
+        refuses (CsvReplaced) to write into any other file than that one, e.g. one just rotated."""
         with open(self.path, "rb+") as f:
+            if ino is not None and os.fstat(f.fileno()).st_ino != ino:
+                raise CsvReplaced(f"{self.path} was replaced while its lines were being written")
             if at is not None and at < f.seek(0, os.SEEK_END):
                 f.truncate(at)  # an earlier attempt at these lines, whole or cut short
             f.seek(0, os.SEEK_END)
@@ -105,3 +96,33 @@ def _stamp() -> str:
     from datetime import datetime, timezone
 
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+# --- the JSON records -----------------------------------------------------------------------
+
+CHANGED_AFTER = ("the file changed or was replaced after it was judged, so it was not archived; "
+                 "its new content gets a verdict of its own, which names this one under `replaces`")
+
+
+def verdict_record(scan, name: str, received_at: str, model, archived_as: str) -> dict:
+    return record.classified(
+        shown=scan.shown, sha256=scan.fingerprint.sha256, probabilities=scan.probabilities,
+        abstention=scan.judgement.fields() if scan.judgement is not None else {}, model=model, name=name,
+        received_at=received_at, classified_at=scan.classified_at, archived_as=archived_as,
+        explained=scan.explanation is not None, replaces=scan.replaces)
+
+
+def error_record(scan, received_at: str, moved_to: str) -> dict:
+    return record.failed(shown=scan.shown, error=scan.error, sha256=scan.fingerprint.sha256,
+                         size_bytes=scan.fingerprint.size, received_at=received_at, moved_to=moved_to,
+                         advice=scan.advice)
+
+
+def mark_changed_after(path: Path) -> None:
+    """Rewrites a verdict or error file whose input was not archived because it changed meanwhile."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    record.update({"archived_as" if "verdict" in record else "moved_to": "", "changed_after": CHANGED_AFTER})
+    write_atomic(path, to_json(record))

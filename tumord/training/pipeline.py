@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tumord.abstain.fit import fit_reference
+from tumord.atomic import write_atomic
 from tumord.data.cache import load_images
 from tumord.data.dataset import list_dataset
 from tumord.data.dedup import near_duplicate_groups
@@ -103,6 +105,7 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
         log.info("extra_data", folders=data.extra.summary)
     images, labels, train_idx = data.training_set()
     hist: History = fit(net, images, labels, train_idx, split["val"], train_cfg, rng, _progress)
+    reference = fit_reference(net, images, labels, train_idx, data.images, split["val"])  # for abstention
     del images, labels
 
     y_va, y_te = data.labels[split["val"]], data.labels[split["test"]]
@@ -133,10 +136,10 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
     meta = checkpoint.new_metadata(net, names, Preprocess(size=cfg["preprocess"]["size"]), temperature=temperature,
                                    training={"summary": summary, "settings": cfg["train"], "model": cfg["model"]},
                                    metrics={"test": metrics, "calibration": calibration})
-    meta = checkpoint.save(staging / "model.npz", net, meta)
+    meta = checkpoint.save(staging / "model.npz", net, meta, reference)
     report = {"model": {"version": meta["version"], "sha256": meta["weights_sha256"]}, "test": metrics,
               "calibration": calibration, "summary": summary, "history": hist.epochs, "split": _split_record(data)}
-    (staging / "report.json").write_text(json.dumps(report, indent=1))
+    write_atomic(staging / "report.json", json.dumps(report, indent=1))
     write_figure(staging / "report.png", hist.epochs, probs, y_te, metrics, train_cfg["negative_class"])
     print(format_metrics(metrics, f"Test split of {data_dir}"), file=sys.stderr)
     print(f"  calibration: temperature {temperature:.3f}, test ECE {calibration['test_ece_before']:.4f} -> "
