@@ -28,3 +28,11 @@ def run_child(script: str, engine: str, *args: str) -> dict:
     so that each peak-memory figure is its own)."""
     out = subprocess.run([sys.executable, script, "--child", engine, *args], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def add_model_and_data_options(ap, repo) -> None:
+    """--model (default: the current model in models/) and --data (default: the binary set)."""
+    from pathlib import Path
+
+    ap.add_argument("--model", type=Path, default=None, help="model file (default: the current model in models/)")
+    ap.add_argument("--data", type=Path, default=repo.parent / "shared" / "datasets" / "brain-tumor")

@@ -26,10 +26,11 @@ import numpy as np
 
 from tumord.abstain.judge import AbstainSettings, judge
 from tumord.data.dicom import gray_frames, is_dicom
-from tumord.data.images import ImageError, decode, resize, to_gray_uint8
+from tumord.data.images import ImageError, resize
+from tumord.judge import safety
+from tumord.judge.scan import decode_checked, file_problem
 from tumord.model.checkpoint import Classifier
 from tumord.model.explain import explanation_png
-from tumord.service import safety
 from tumord.service.ledger import Fingerprint, Ledger
 from tumord.service.records import Batch, Inflight, Ready, Scan, utc_now
 from tumord.service.series import instance_probabilities
@@ -81,22 +82,10 @@ def prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
         scan.error = f"{shown} {reason}"
         return scan
 
-    if stat.S_ISDIR(lst.st_mode):
-        return fail("is a folder, not an image file")
-    if stat.S_ISLNK(lst.st_mode):
-        reason = safety.outside_link(path, root)
-        if reason:
-            return fail(reason)
-    try:
-        st = os.stat(path)
-    except PermissionError as e:
-        return _retry_or_fail(scan, limits, f"cannot be read ({e.strerror})", UNREADABLE_ADVICE)
-    except OSError as e:
-        return fail(f"cannot be read ({e.strerror})")
-    if not stat.S_ISREG(st.st_mode):
-        return fail("is not a regular file (a device, pipe or socket)")
-    if st.st_size > limits.max_bytes:
-        return fail(f"is {st.st_size / 2**20:.0f} MiB; the limit is {limits.max_bytes / 2**20:.0f} MiB")
+    problem = file_problem(path, lst, root, limits.max_bytes)
+    if problem is not None:
+        reason, unreadable = problem
+        return _retry_or_fail(scan, limits, reason, UNREADABLE_ADVICE) if unreadable else fail(reason)
     try:
         before = signature(path) if not stat.S_ISLNK(lst.st_mode) else None
         with open(path, "rb") as f:
@@ -121,12 +110,14 @@ def prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
             scan.frame_reasons = [limits.abstain.checks.reasons(g) for g in grays]
             scan.image = np.stack([resize(g, model.preprocess) for g in grays])
         else:
-            safety.check_image(data, shown, limits.max_pixels)
-            raw = decode(data, shown)
-            scan.check_reasons = limits.abstain.checks.reasons(raw)
-            scan.image = resize(to_gray_uint8(raw, shown), model.preprocess)
-    except Exception as e:  # ImageError, or a decoder failing in some new way: still just a bad file
+            scan.image, scan.check_reasons = decode_checked(data, shown, model.preprocess, limits.max_pixels,
+                                                            limits.abstain.checks)
+    except Exception as e:  # ImageError, or a DICOM decoder failing in some new way: still just a bad file
         reason = e.reason if isinstance(e, ImageError) else f"could not be decoded ({type(e).__name__}: {e})"
+        try:
+            st = os.stat(path)  # the file's own times, also behind a link
+        except OSError:
+            st = lst
         if _may_be_growing(st, limits):  # perhaps a writer that paused: judge it once it holds still
             return _retry_or_fail(scan, limits, reason)
         return fail(reason)

@@ -8,28 +8,17 @@ STATUS), `Folders` (where things go).
 """
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from tumord.abstain.judge import Judgement
 from tumord.data.dicom import DicomInfo
+from tumord.judge.record import printable, utc_now  # noqa: F401 (shared with batch; the stages import them from here)
 from tumord.model.checkpoint import Classifier
 from tumord.service.ledger import Fingerprint, Row
-
-
-def utc_now() -> str:
-    """UTC ISO 8601 with milliseconds, as every verdict and error file states times."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def printable(path: str) -> str:
-    """A path as valid text: bytes that are not UTF-8 (a Latin-1 name from a file share) become U+FFFD."""
-    return os.fsencode(path).decode("utf-8", "replace")
 
 
 @dataclass
