@@ -81,6 +81,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "drain_seconds": 8.0,  # SIGTERM: longest wait for in-flight scans before exiting
         "explain": False,
     },
+    "http": {  # tumord watch's HTTP server (docs/http.md)
+        "enabled": False,
+        "bind": "127.0.0.1",  # an IP address; any but loopback needs token_file
+        "port": 8470,  # 0: any free port (the log says which)
+        "token_file": "",  # a file holding the token that clients must send
+    },
     "registry": {
         "keep": 10,  # versions kept, newest first; the current and the previous are always kept too
         "lock": "train.lock",  # relative to paths.models

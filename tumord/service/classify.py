@@ -22,6 +22,7 @@ from tumord.checkpoint import Classifier
 from tumord.data.images import ImageError, decode_gray, resize
 from tumord.explain import explanation_png
 from tumord.service import safety
+from tumord.service.events import NO_EVENTS
 from tumord.service.intake import Inflight, Ready, utc_now
 from tumord.service.ledger import Fingerprint, Ledger, Row
 from tumord.service.stability import signature
@@ -40,6 +41,7 @@ class Scan:
     probabilities: np.ndarray | None = None
     classified_at: str = ""
     explanation: bytes | None = None  # heat-map PNG, when the service is asked to explain
+    decode_seconds: float = 0.0  # reading, checking, decoding and resizing it
 
     @property
     def path(self) -> str:
@@ -119,10 +121,17 @@ def prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
     return scan
 
 
+def timed_prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
+    started = time.perf_counter()
+    scan = prepare(ready, root, model, limits)
+    scan.decode_seconds = time.perf_counter() - started
+    return scan
+
+
 class Classify(threading.Thread):
     def __init__(self, *, root, ready: queue.Queue, out: queue.Queue, slot, ledger: Ledger, limits: Limits,
                  batch_size: int, threads: int, inflight: Inflight, retry, log, explain: bool = False,
-                 predict_threads: int = 1):
+                 predict_threads: int = 1, events=NO_EVENTS):
         super().__init__(name="classify", daemon=True)
         self.root = os.path.abspath(root)
         self.ready, self.out, self.slot, self.ledger = ready, out, slot, ledger
@@ -132,7 +141,7 @@ class Classify(threading.Thread):
         # second core while decoding leaves it idle, without BLAS threads waiting on each other
         self.predict_pool = ThreadPoolExecutor(predict_threads, thread_name_prefix="predict") \
             if predict_threads > 1 else None
-        self.explain = explain
+        self.explain, self.events = explain, events
         self.stopping = threading.Event()
         self.heartbeat = time.monotonic()
 
@@ -173,7 +182,7 @@ class Classify(threading.Thread):
 
     def start_batch(self, items: list[Ready]):
         model = self.slot.model  # one model per batch: swaps land between batches
-        return model, [self.pool.submit(prepare, r, self.root, model, self.limits) for r in items]
+        return model, [self.pool.submit(timed_prepare, r, self.root, model, self.limits) for r in items]
 
     def classify(self, items: list[Ready]) -> Batch:
         return self.finish_batch(*self.start_batch(items))
@@ -193,8 +202,11 @@ class Classify(threading.Thread):
                 scan.previous = self.ledger.find(scan.fingerprint)
                 batch.scans.append(scan)
         todo = [s for s in batch.scans if s.image is not None and not s.already_done]
+        predict_seconds = 0.0
         if todo:
+            started = time.perf_counter()
             probs = batch.model.predict(np.stack([s.image for s in todo]), pool=self.predict_pool)
+            predict_seconds = time.perf_counter() - started
             now = utc_now()
             for s, p in zip(todo, probs):
                 s.probabilities, s.classified_at = p, now
@@ -202,4 +214,7 @@ class Classify(threading.Thread):
                     s.explanation = explanation_png(batch.model, s.image)
         for s in batch.scans:
             s.image = None  # the commit stage needs only the probabilities
+        done = time.monotonic()
+        self.events.batch_classified(len(batch.scans), [s.decode_seconds for s in batch.scans], predict_seconds,
+                                     [done - s.ready.ready_at for s in todo])
         return batch

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from tumord import __version__
 from tumord.service.classify import Batch, Scan
+from tumord.service.events import NO_EVENTS
 from tumord.service.intake import Inflight, utc_now
 from tumord.service.ledger import Ledger, Row
 from tumord.service.verdicts import TEMP_PREFIX, VerdictCsv, base_name, csv_line, printable, to_json, write_files
@@ -67,10 +68,10 @@ class Counters:
 
 class Commit(threading.Thread):
     def __init__(self, *, batches: queue.Queue, ledger: Ledger, csv: VerdictCsv, folders: Folders,
-                 inflight: Inflight, counters: Counters, log):
+                 inflight: Inflight, counters: Counters, log, events=NO_EVENTS):
         super().__init__(name="commit", daemon=True)
         self.batches, self.ledger, self.csv, self.folders = batches, ledger, csv, folders
-        self.inflight, self.counters, self.log = inflight, counters, log
+        self.inflight, self.counters, self.log, self.events = inflight, counters, log, events
         self.io = ThreadPoolExecutor(16, thread_name_prefix="fsync")  # parallel fsyncs share journal commits
         self.heartbeat = time.monotonic()
         self.stopping = threading.Event()
@@ -108,7 +109,8 @@ class Commit(threading.Thread):
         self.finish_until_done()
         for scan, update in zip(scans, updates):
             self.inflight.discard(scan.path)
-            latency = round((time.monotonic() - scan.ready.ready_at) * 1000, 1)
+            seconds = time.monotonic() - scan.ready.ready_at
+            latency = round(seconds * 1000, 1)
             if update["outcome"] == "classified":
                 self.counters.add(classified=1)
                 self.log.info("scan.classified", file=scan.shown, label=update["label"],
@@ -117,6 +119,7 @@ class Commit(threading.Thread):
             else:
                 self.counters.add(failed=1)
                 self.log.warning("scan.failed", file=scan.shown, reason=update["error"], moved_to=update["moved_to"])
+            self.events.scan_recorded(update["name"], update["record"], update["outcome"], seconds)
 
     def record(self, scans: list[Scan], model) -> list[dict]:
         """Steps 1 to 3: names reserved, verdict and error files durable, rows `written`."""
@@ -124,7 +127,7 @@ class Commit(threading.Thread):
         updates, files = [], []
         for scan, row in zip(scans, rows):
             update, record, target = self._outcome(scan, row, model)
-            updates.append(update)
+            updates.append({**update, "record": record})  # the record is for the events, not the ledger
             files.append((target, to_json(record)))
             if scan.explanation is not None and scan.error is None:
                 files.append((self.folders.output / record["explanation"], scan.explanation))

@@ -28,6 +28,7 @@ from tumord.config import ConfigError
 from tumord.registry import current_model_path
 from tumord.service.classify import Classify, Limits
 from tumord.service.commit import Commit, Counters, Folders
+from tumord.service.events import NO_EVENTS, Events
 from tumord.service.intake import EVENT_FILTER, Inflight, Intake
 from tumord.service.ledger import Ledger
 from tumord.service.notify import Notifier, Pinger, watchdog_interval
@@ -126,8 +127,8 @@ def native_observer():
 
 
 class Service:
-    def __init__(self, settings: Settings, log):
-        self.s, self.log = settings, log
+    def __init__(self, settings: Settings, log, events: Events = NO_EVENTS):
+        self.s, self.log, self.events = settings, log, events
         self.stop_requested = threading.Event()
         self.counters = Counters()
         self.inflight = Inflight()
@@ -158,7 +159,7 @@ class Service:
         self.batches: queue.Queue = queue.Queue(maxsize=2)  # backpressure when the disk is slow
         folders = Folders(s.input, s.output, s.archive, s.failed, s.delete_classified)
         self.commit = Commit(batches=self.batches, ledger=self.ledger, csv=self.csv, folders=folders,
-                             inflight=self.inflight, counters=self.counters, log=self.log)
+                             inflight=self.inflight, counters=self.counters, log=self.log, events=self.events)
         recovered = self.commit.recover()  # before the CSV header check: offsets refer to the old file
         rotated = self.csv.open()
         if rotated:
@@ -168,9 +169,9 @@ class Service:
         self.classify = Classify(root=s.input, ready=self.ready, out=self.batches, slot=self.slot, ledger=self.ledger,
                                  limits=Limits(s.max_pixels, s.max_bytes), batch_size=s.batch_size,
                                  threads=s.decode_threads, predict_threads=s.predict_threads, inflight=self.inflight, retry=self.intake.retry,
-                                 log=self.log, explain=s.explain)
+                                 log=self.log, explain=s.explain, events=self.events)
         self.swapper = Swapper(self.slot, models_dir=None if s.model_file else s.models, model_file=s.model_file,
-                               poll_seconds=s.model_poll_seconds, log=self.log)
+                               poll_seconds=s.model_poll_seconds, log=self.log, events=self.events)
         self.observer = PollingObserver(timeout=s.poll_seconds) if s.observer == "polling" else native_observer()
         self.observer.schedule(self.intake.handler, str(s.input), recursive=s.recursive, event_filter=EVENT_FILTER)
         self.observer.start()  # before the backlog scan in intake, so nothing falls between the two
@@ -179,6 +180,7 @@ class Service:
         self.pinger = Pinger(self.notifier, watchdog_interval(), self.healthy, self.status)
         self.pinger.start()
         self.notifier.send(READY=1, STATUS=self.status())
+        self.events.started(self)
         self.log.info("service.ready", input=str(s.input), output=str(s.output), model=model.identity,
                       observer=s.observer, recursive=s.recursive, blas_threads=blas,
                       predict_threads=s.predict_threads, recovered=recovered,
@@ -234,6 +236,7 @@ class Service:
     def shutdown(self, code: int = 0) -> int:
         deadline = time.monotonic() + self.s.drain_seconds
         self.notifier.send(STOPPING=1, STATUS="draining: finishing the scans in hand")
+        self.events.stopping()
         self.log.info("service.stopping", in_flight=len(self.inflight))
         self.observer.stop()
         self.intake.stop()

@@ -18,6 +18,7 @@ import numpy as np
 from tumord import checkpoint
 from tumord.checkpoint import CheckpointError, Classifier
 from tumord.registry import POINTER, current_model_path
+from tumord.service.events import NO_EVENTS
 
 
 def check_model(new: Classifier, old: Classifier | None) -> None:
@@ -44,10 +45,10 @@ class ModelSlot:
 
 class Swapper(threading.Thread):
     def __init__(self, slot: ModelSlot, *, models_dir: Path | None, model_file: Path | None,
-                 poll_seconds: float, log):
+                 poll_seconds: float, log, events=NO_EVENTS):
         super().__init__(name="swapper", daemon=True)
         self.slot, self.models_dir, self.model_file = slot, models_dir, model_file
-        self.poll_seconds, self.log = poll_seconds, log
+        self.poll_seconds, self.log, self.events = poll_seconds, log, events
         self.wake, self.stopping = threading.Event(), threading.Event()
         self.heartbeat = time.monotonic()
         self._seen = self._pointer_state()
@@ -95,4 +96,5 @@ class Swapper(threading.Thread):
             return False
         self.slot.model = new
         self.log.info("model.swapped", reason=reason, old=old.identity, new=new.identity, file=str(path))
+        self.events.model_swapped(old.identity, new.identity)
         return True
