@@ -12,7 +12,8 @@ from urllib.parse import quote
 
 from tumord.data.images import IMAGE_SUFFIXES
 
-STATIC = {"page.css": "text/css; charset=utf-8", "page.js": "text/javascript; charset=utf-8"}
+STATIC = {"page.css": "text/css; charset=utf-8", "page.js": "text/javascript; charset=utf-8",
+          "favicon.svg": "image/svg+xml"}
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?Z")
 
 
@@ -50,6 +51,7 @@ def render(monitor, live_only: bool = False) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>tumord</title>
 <link rel="stylesheet" href="/static/page.css">
+<link rel="icon" href="/static/favicon.svg">
 <script src="/static/page.js" defer></script>
 </head>
 <body>
@@ -157,7 +159,7 @@ def login_form(message: str = "") -> str:
     note = f'<p class="bad">{escape(message)}</p>' if message else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tumord: token</title>
-<link rel="stylesheet" href="/static/page.css"></head>
+<link rel="stylesheet" href="/static/page.css"><link rel="icon" href="/static/favicon.svg"></head>
 <body><main><h1>tumord</h1>{note}
 <form method="post" action="/login"><label>Token <input type="password" name="token" autocomplete="off"></label>
 <button>Open</button></form></main></body></html>
