@@ -85,9 +85,9 @@ def test_page_loads_clean_and_a_dropped_scan_shows_its_verdict_and_heat_map(web,
 
 
 def test_a_failed_upload_shows_its_reason(web, page):
-    """A file the service cannot judge, chosen with the file picker, shows why; so does one the
-    server refuses before writing it."""
-    w = web().start()
+    """A file the service cannot judge, chosen with the file picker, shows why; so do one the server
+    refuses before writing it and one over the size limit, refused before it is sent."""
+    w = web(watch={"max_bytes": 5000}).start()
     w.wait_for("service.ready")
     errors = open_page(page, w)
     page.set_input_files("#file", files=[{"name": "broken.png", "mimeType": "image/png",
@@ -98,6 +98,9 @@ def test_a_failed_upload_shows_its_reason(web, page):
     page.set_input_files("#file", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"}])
     expect(page.locator("#drop-result")).to_contain_text("refused", timeout=SECONDS)
     assert "not an image file name" in page.locator("#drop-result").inner_text()
+    page.set_input_files("#file", files=[{"name": "big.png", "mimeType": "image/png", "buffer": b"\0" * 9000}])
+    expect(page.locator("#drop-result")).to_contain_text("big.png was refused", timeout=SECONDS)
+    assert "it is 8.8 KiB; the limit is 4.9 KiB (watch.max_bytes)" in page.locator("#drop-result").inner_text()
     assert [e for e in errors if "400" not in e] == []  # the browser reports the refused upload itself
     assert w.stop() == 0
 

@@ -16,17 +16,8 @@ from tumord.config import DEFAULTS
 DROP_IN = ROOT / "systemd" / "tumord.service.d" / "http.conf"
 
 
-def drop_in() -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for line in DROP_IN.read_text().splitlines():
-        if "=" in line and not line.startswith(("#", "[")):
-            key, value = line.split("=", 1)
-            found.setdefault(key, []).append(value)
-    return found
-
-
 def test_drop_in_opens_only_the_configured_port_to_localhost():
-    d, unit = drop_in(), directives("tumord.service")
+    d, unit = directives("tumord.service.d/http.conf"), directives("tumord.service")
     assert d["SocketBindAllow"] == [f"tcp:{DEFAULTS['http']['port']}"] and d["SocketBindDeny"] == ["any"]
     assert d["IPAddressAllow"] == ["localhost"] and unit["IPAddressDeny"] == ["any"]
     assert DEFAULTS["http"]["bind"] == "127.0.0.1"

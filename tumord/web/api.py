@@ -101,7 +101,7 @@ class App:
         if path == "/metrics":
             return Response(200, self.monitor.metrics.exposition(), CONTENT_TYPE)
         if path == "/":
-            return Response(200, page.render(self.monitor, live_only="live" in query).encode(),
+            return Response(200, page.render(self.monitor, "live" in query, self.s.max_upload_bytes).encode(),
                             "text/html; charset=utf-8", {"Cache-Control": "no-store"})
         if path == "/login":
             return Response(200, page.login_form().encode(), "text/html; charset=utf-8")

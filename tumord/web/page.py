@@ -36,7 +36,7 @@ def _when(iso: str | None) -> str:
         if iso else "unknown"
 
 
-def render(monitor, live_only: bool = False) -> str:
+def render(monitor, live_only: bool = False, max_upload_bytes: int = 0) -> str:
     snap = monitor.snapshot()
     live = "\n".join([_model(snap), _counts(snap), _chart(monitor.hour()), _verdicts(monitor.verdicts(limit=25)),
                       _failed(monitor.failed())])
@@ -61,7 +61,7 @@ def render(monitor, live_only: bool = False) -> str:
 <h2 id="drop-title">Classify a scan</h2>
 <label id="dropzone" for="file">Drop a scan here, or choose one<br>
 <small>{escape(", ".join(IMAGE_SUFFIXES))}; it is written into the input folder like any other scan</small></label>
-<input type="file" id="file" accept="{escape(accept)}">
+<input type="file" id="file" accept="{escape(accept)}" data-max-bytes="{max_upload_bytes}">
 <p id="drop-result" aria-live="polite"><noscript>Uploading needs JavaScript; everything else on this
 page reads without it (reload to refresh).</noscript></p>
 </section>

@@ -42,7 +42,16 @@ async function waitForVerdict(file) {
   return null;
 }
 
+function size(bytes) {
+  return bytes >= 2 ** 20 ? `${(bytes / 2 ** 20).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(1)} KiB`;
+}
+
 async function upload(file) {
+  const limit = Number(picker.dataset.maxBytes);
+  if (limit && file.size > limit) {  // refused before sending: the server would cut the connection
+    show(`${file.name} was refused: it is ${size(file.size)}; the limit is ${size(limit)} (watch.max_bytes)`, "bad");
+    return;
+  }
   show(`Sending ${file.name} …`);
   let response;
   try {
@@ -53,7 +62,13 @@ async function upload(file) {
     show(`${file.name} was not sent: ${e.message}`, "bad");
     return;
   }
-  const answer = await response.json();
+  const body = await response.text();
+  let answer;
+  try {
+    answer = JSON.parse(body);
+  } catch (e) {
+    answer = { error: body.trim() };
+  }
   if (!response.ok) {
     show(`${file.name} was refused: ${answer.error}`, "bad");
     return;
