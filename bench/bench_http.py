@@ -29,7 +29,7 @@ from bench_service import REPO, Service, drop, scan_files  # noqa: E402
 from common import blas_report  # noqa: E402
 
 from tumord.config import DEFAULTS  # noqa: E402
-from tumord.registry import current_model_path  # noqa: E402
+from tumord.model.registry import current_model_path  # noqa: E402
 
 POLLED = {"metrics": "metrics", "page": "", "page_live": "?live=1", "verdicts": "api/verdicts?limit=50"}
 

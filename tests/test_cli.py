@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from tests.synthetic import SMALL_MLP, as_set_options, scan, write_dataset
-from tumord import checkpoint
 from tumord.cli import main
-from tumord.registry import current_model_path
+from tumord.model import checkpoint
+from tumord.model.registry import current_model_path
 
 SMALL = as_set_options(SMALL_MLP)
 

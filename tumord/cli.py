@@ -6,8 +6,8 @@ import importlib
 import sys
 
 from tumord import __version__
-from tumord.checkpoint import CheckpointError
 from tumord.config import ConfigError
+from tumord.model.checkpoint import CheckpointError
 
 # module name in tumord.commands for each subcommand, in the order `--help` lists them
 COMMANDS = ["watch", "train", "eval", "predict", "import_model", "models"]

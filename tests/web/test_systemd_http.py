@@ -1,7 +1,7 @@
 """The drop-in that opens the HTTP port: only that port, only the allowed peers, exposure under 1.0.
 
 Checked with systemd-analyze (verify and security --offline), as the units are in
-tests/registry/test_systemd.py; the IP and bind filters themselves need systemd's cgroup BPF and
+tests/systemd/test_units.py; the IP and bind filters themselves need systemd's cgroup BPF and
 are not exercised here.
 """
 import re
@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from tests.registry.test_systemd import INSTALLED, ROOT, analyze, directives, needs_analyze, needs_offline_security, \
+from tests.systemd.test_units import INSTALLED, ROOT, analyze, directives, needs_analyze, needs_offline_security, \
     tumord_program
 from tumord.config import DEFAULTS
 

@@ -23,9 +23,9 @@ import cv2
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from tumord.checkpoint import load
 from tumord.config import ConfigError
-from tumord.registry import current_model_path
+from tumord.model.checkpoint import load
+from tumord.model.registry import current_model_path
 from tumord.service.classify import Classify, Limits
 from tumord.service.commit import Commit, Counters, Folders
 from tumord.service.events import NO_EVENTS, Events

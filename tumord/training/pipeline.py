@@ -8,20 +8,21 @@ from pathlib import Path
 
 import numpy as np
 
-from tumord import checkpoint
 from tumord.data.cache import load_images
 from tumord.data.dataset import list_dataset
 from tumord.data.dedup import near_duplicate_groups
 from tumord.data.images import Preprocess
 from tumord.data.split import group_split
 from tumord.logs import get_logger
+from tumord.model import checkpoint
+from tumord.model.predict import predict_logits
 from tumord.nn.losses import softmax
 from tumord.training.calibration import fit_temperature
 from tumord.training.extra_data import Extra, load_extra
 from tumord.training.intervals import group_bootstrap
 from tumord.training.metrics import evaluate, expected_calibration_error
 from tumord.training.report import format_metrics, write_figure
-from tumord.training.trainer import History, build_network, fit, predict_logits
+from tumord.training.trainer import History, build_network, fit
 
 log = get_logger("tumord.train")
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from tumord.data.images import to_input
+from tumord.model.predict import predict_logits, to_input
 from tumord.nn.losses import softmax_cross_entropy
 from tumord.nn.network import Network, mlp_spec
 from tumord.nn.optim import make_optimizer
@@ -39,19 +38,6 @@ def make_lr(cfg: dict, steps_per_epoch: int) -> Callable[[int], float]:
         return make_schedule("warmup_cosine", base_lr=lr, warmup_steps=cfg["warmup_epochs"] * steps_per_epoch,
                              total_steps=total, min_lr=lr * 1e-3)
     return make_schedule("one_cycle", max_lr=lr, total_steps=total)
-
-
-def predict_logits(net: Network, images: np.ndarray, idx: np.ndarray | None = None,
-                   batch_size: int = 128, pool: Executor | None = None) -> np.ndarray:
-    """Inference-mode logits for images[idx] (all images when idx is None), batch by batch;
-    with a pool, its threads take the batches in parallel (inference keeps no shared state)."""
-    idx = np.arange(len(images)) if idx is None else np.asarray(idx)
-
-    def one(start: int) -> np.ndarray:
-        return net.forward(to_input(np.asarray(images[idx[start : start + batch_size]]), net.input_shape))
-
-    starts = range(0, len(idx), batch_size)
-    return np.concatenate(list(pool.map(one, starts) if pool is not None and len(starts) > 1 else map(one, starts)))
 
 
 def mixup(x: np.ndarray, rng: np.random.Generator, alpha: float) -> tuple[np.ndarray, np.ndarray, float]:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tumord import checkpoint
 from tumord.data.images import Preprocess
+from tumord.model import checkpoint
 from tumord.nn.network import Network, mlp_spec
 
 _ALLOWED = {
