@@ -110,19 +110,6 @@ def test_bad_setting_is_one_clear_line_and_exit_code_2(tmp_path, monkeypatch, ca
     assert "train.mixup = -0.2 is not valid; expected 0 (off) or a positive" in capsys.readouterr().err
 
 
-def test_shipped_config_matches_the_built_in_defaults():
-    """config.yaml documents every setting with its default value."""
-    from pathlib import Path
-
-    import yaml
-
-    from tumord.config import DEFAULTS, load_config
-
-    path = Path(__file__).parents[1] / "config.yaml"
-    assert load_config(path) == DEFAULTS
-    assert yaml.safe_load(path.read_text()) == DEFAULTS  # every key written out, none left to the code
-
-
 def test_an_existing_output_folder_is_refused_before_training(tmp_path, capsys):
     write_dataset(tmp_path / "data", per_class=20, size=48)
     (tmp_path / "out").mkdir()

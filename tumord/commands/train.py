@@ -99,11 +99,11 @@ def _train_and_gate(args: argparse.Namespace, cfg: dict) -> int:
             gate["reasons"].append(f"{e} (someone promoted or rolled back); not overriding that")
     promoted = not gate["reasons"]
     pruned = registry.prune(models_dir, cfg["registry"]["keep"], spare=(version,))  # this run's candidate stays
-    _say(version, gate, promoted, pruned, models_dir)
+    _print_outcome(version, gate, promoted, pruned, models_dir)
     return PROMOTED if promoted else KEPT
 
 
-def _say(version: str, gate: dict, promoted: bool, pruned: list[str], models_dir: Path) -> None:
+def _print_outcome(version: str, gate: dict, promoted: bool, pruned: list[str], models_dir: Path) -> None:
     scores = gate["candidate_scores"]
     line = (f"candidate {version}: accuracy {scores['accuracy']:.3f}, sensitivity {scores['sensitivity']:.3f} "
             f"on {gate['images']} held-out images")

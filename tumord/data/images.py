@@ -25,7 +25,7 @@ class ImageError(ValueError):
 
 @dataclass(frozen=True)
 class Preprocess:
-    size: int = 300
+    size: int  # no default: the setting preprocess.size, or the model file's
     interpolation: str = "area"  # cv2.INTER_AREA: the right filter when shrinking
     version: int = 1  # bump when the function below changes meaning
 

@@ -36,9 +36,6 @@ class HttpSettings:
         except ValueError:
             raise ConfigError(f"{source}: http.bind = {h['bind']!r} is not valid; expected an IP address such "
                               "as 127.0.0.1 (this host only), ::1, or 0.0.0.0 (every interface)") from None
-        if not 0 <= h["port"] <= 65535:
-            raise ConfigError(f"{source}: http.port = {h['port']!r} is not valid; expected 0 (any free port) "
-                              "to 65535")
         token = read_token(h["token_file"], source) if h["token_file"] else None
         if token is None and not address.is_loopback:
             raise ConfigError(f"{source}: http.bind = {h['bind']!r} is reachable from other hosts; set "
