@@ -72,7 +72,6 @@ class Monitor(Events):
         self.failures: deque[Entry] = deque(maxlen=KEEP_FAILED)
         self.by_id: dict[str, Entry] = {}
         self.minutes: deque[Minute] = deque(maxlen=MINUTES)
-        self.swaps: list[tuple[str, str]] = []  # (when, version) of this run's swaps
         self.serving_since = ""
         self._figures: dict[str, dict] = {}
         self.metrics = Metrics(self)
@@ -112,9 +111,7 @@ class Monitor(Events):
         self.metrics.recorded(record.get("label") if outcome == "classified" else None, latency_seconds)
 
     def model_swapped(self, old: dict, new: dict) -> None:
-        with self.lock:
-            self.swaps.append((utc_iso(), new["version"]))
-            self.serving_since = self.swaps[-1][0]
+        self.serving_since = utc_iso()
         self.metrics.swapped()
 
     def _kept(self, entry: Entry) -> bool:
