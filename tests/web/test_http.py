@@ -65,7 +65,11 @@ def test_health_metrics_and_swap(web, tmp_path):
     w.wait_until(lambda: len(w.json("/api/verdicts")) == 4, what="4 records")
     m = metrics(w)
     version = w.events("service.ready")[0]["model"]["version"]
-    assert m[("tumord_scans_total", (("outcome", "classified"),))] == 3
+    records = [json.loads(p.read_text()) for p in w.output.glob("*.json")]
+    abstained = sum(bool(r["abstained"]) for r in records)  # the 32-pixel test scans are below abstain.min_side
+    assert len(records) == 3 and abstained > 0
+    assert m[("tumord_scans_total", (("outcome", "abstained"),))] == abstained
+    assert m[("tumord_scans_total", (("outcome", "classified"),))] == 3 - abstained
     assert m[("tumord_scans_total", (("outcome", "failed"),))] == 1
     assert m[("tumord_scan_latency_seconds_count", ())] == 4
     assert m[("tumord_classify_latency_seconds_count", ())] == 3

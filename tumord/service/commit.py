@@ -65,10 +65,11 @@ class Abandoned(Exception):
 
 class Commit(Worker):
     def __init__(self, *, batches: queue.Queue, ledger: Ledger, csv: VerdictCsv, folders: Folders,
-                 inflight, counters: Counters, log, upstream: threading.Thread | None = None,
+                 inflight, counters: Counters, log, upstream: threading.Thread | None = None, abstentions=None,
                  events=NO_EVENTS):
         super().__init__("commit")
         self.batches, self.ledger, self.csv, self.folders = batches, ledger, csv, folders
+        self.abstentions = abstentions  # AbstentionTracker: logs each abstention, the drift alarm
         self.inflight, self.counters, self.log, self.upstream = inflight, counters, log, upstream
         self.events = events
         self.io = ThreadPoolExecutor(16, thread_name_prefix="fsync")  # parallel fsyncs share journal commits
@@ -147,6 +148,8 @@ class Commit(Worker):
             seconds = time.monotonic() - scan.ready.ready_at
             self._log_outcome(v, scan.shown, latency_ms=round(seconds * 1000, 1),
                               **({"replaces": scan.replaces + ".json"} if scan.replaces else {}))
+            if self.abstentions is not None and scan.judgement is not None and v.outcome == "classified":
+                self.abstentions.observe(scan.shown, scan.judgement)
             self.events.scan_recorded(v.name, scan.record, v.outcome, seconds)
         self._log_stayed(stayed)
 

@@ -73,7 +73,8 @@ class ServiceCollector:
         ready = GaugeMetricFamily("tumord_ready", "1 when /readyz answers 200")
         ready.add_metric([], 1.0 if snap["ready"] else 0.0)
         yield ready
-        scans = CounterMetricFamily("tumord_scans", "Scans handled since start, by outcome", labels=["outcome"])
+        scans = CounterMetricFamily("tumord_scans", "Scans handled since start, by outcome (abstained: a verdict "
+                                    "in which the model abstained; classified: the others)", labels=["outcome"])
         for outcome, n in snap["counts"].items():
             scans.add_metric([outcome], n)
         yield scans

@@ -54,6 +54,7 @@ class Entry:
                "latency_seconds": round(self.latency_seconds, 4)}
         if self.outcome == "classified":
             out.update(label=r["label"], confidence=r["confidence"], probabilities=r["probabilities"],
+                       abstained=bool(r.get("abstained")), abstain_reasons=r.get("abstain_reasons", []),
                        model=r["model"]["version"], verdict=r["verdict"], heatmap=self.heatmap is not None)
         else:
             out.update(error=r.get("error"))
@@ -68,6 +69,7 @@ class Monitor(Events):
         self.phase = "starting"  # starting -> serving -> stopping
         self.started_at = utc_iso()
         self.seq = 0
+        self.abstained = 0  # verdicts where the model abstained (the service counts them as classified)
         self.entries: deque[Entry] = deque(maxlen=KEEP)
         self.failures: deque[Entry] = deque(maxlen=KEEP_FAILED)
         self.by_id: dict[str, Entry] = {}
@@ -99,6 +101,7 @@ class Monitor(Events):
                 evicted += [self.failures[0]] if len(self.failures) == KEEP_FAILED else []
                 self.failures.append(entry)
             self.by_id[name] = entry
+            self.abstained += bool(outcome == "classified" and record.get("abstained"))
             for old in evicted:
                 if not self._kept(old) and self.by_id.get(old.id) is old:
                     del self.by_id[old.id]
@@ -182,11 +185,12 @@ class Monitor(Events):
         service = self.service
         ready, why = self.ready()
         snap = {"ready": ready, "status": why, "phase": self.phase, "started_at": self.started_at,
-                "counts": {"classified": 0, "failed": 0, "skipped": 0}, "queued": 0, "model": None}
+                "counts": {"classified": 0, "abstained": 0, "failed": 0, "skipped": 0}, "queued": 0, "model": None}
         if service is None:
             return snap
         c = service.counters
-        snap["counts"] = {"classified": c.classified, "failed": c.failed, "skipped": c.skipped}
+        snap["counts"] = {"classified": c.classified - self.abstained, "abstained": self.abstained,
+                          "failed": c.failed, "skipped": c.skipped}
         snap["queued"] = service.intake.pending() + len(service.inflight)
         model = service.slot.model
         snap["model"] = {**model.identity, "created_at": model.meta.get("created_at"),

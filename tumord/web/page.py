@@ -135,7 +135,7 @@ def _verdicts(rows: list[dict]) -> str:
                     f'{escape(r["file"])}" src="/api/verdicts/{quote(r["id"], safe="")}/heatmap.png"></details>'
                     if r["heatmap"] else "")
             body.append(f'<tr data-file="{escape(r["file"])}" data-outcome="classified"><td>{escape(r["file"])}</td>'
-                        f'<td class="label">{escape(r["label"])}</td><td>{r["confidence"]:.3f}</td>'
+                        f'<td class="label">{_label(r)}</td><td>{r["confidence"]:.3f}</td>'
                         f'<td>{_clock(r["recorded_at"])}</td><td>{escape(r["model"])}</td><td>{heat}</td></tr>')
         else:
             body.append(f'<tr data-file="{escape(r["file"])}" data-outcome="failed" class="failed">'
@@ -145,6 +145,13 @@ def _verdicts(rows: list[dict]) -> str:
     return f"""<section id="verdicts"><h2>Latest verdicts</h2>
 <table><thead><tr><th>File</th><th>Label</th><th>Confidence</th><th>Time (UTC)</th><th>Model</th><th></th></tr>
 </thead><tbody>{rows_html}</tbody></table></section>"""
+
+
+def _label(r: dict) -> str:
+    if not r["abstained"]:
+        return escape(r["label"])
+    why = "; ".join(r["abstain_reasons"]) or "the model abstained"
+    return f'<span class="abstained" title="{escape(why)}">abstained</span> <small>({escape(r["label"])})</small>'
 
 
 def _failed(rows: list[dict]) -> str:

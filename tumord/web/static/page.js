@@ -80,7 +80,12 @@ async function upload(file) {
   } else if (verdict.outcome === "failed") {
     show(`${answer.file} failed: ${verdict.error}`, "bad");
   } else {
-    show(`${answer.file}: ${verdict.label} (confidence ${verdict.confidence.toFixed(3)}, model ${verdict.model})`, "ok");
+    if (verdict.abstained) {
+      show(`${answer.file}: the model abstained (${verdict.abstain_reasons.join("; ")}); it would say ` +
+           `${verdict.label}, confidence ${verdict.confidence.toFixed(3)}, model ${verdict.model}`, "bad");
+    } else {
+      show(`${answer.file}: ${verdict.label} (confidence ${verdict.confidence.toFixed(3)}, model ${verdict.model})`, "ok");
+    }
     if (verdict.heatmap) {
       const img = document.createElement("img");
       img.alt = `heat map of ${answer.file}`;
