@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tumord.abstain.judge import AbstainSettings, judge
+from tumord.data.dicom import gray_frames, is_dicom
 from tumord.data.images import ImageError, decode, resize, to_gray_uint8
 from tumord.model.checkpoint import Classifier
 from tumord.model.explain import explanation_png
@@ -32,6 +33,7 @@ from tumord.service import safety
 from tumord.service.events import NO_EVENTS
 from tumord.service.ledger import Fingerprint, Ledger
 from tumord.service.records import Batch, Inflight, Ready, Scan, utc_now
+from tumord.service.series import instance_probabilities
 from tumord.service.stability import signature
 from tumord.service.worker import Worker
 
@@ -108,15 +110,22 @@ def prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
             return _retry_or_fail(scan, limits, f"cannot be read ({e.strerror})", UNREADABLE_ADVICE)
         return fail(f"cannot be read ({e.strerror})")
     scan.fingerprint = Fingerprint.of(rel, lst, hashlib.sha256(data).hexdigest())
+    dicom = is_dicom(data)  # recognised by content, with or without a .dcm name
     try:
-        safety.check_suffix(shown)
+        if not dicom:
+            safety.check_suffix(shown)
     except ImageError as e:
         return fail(e.reason)
     try:
-        safety.check_image(data, shown, limits.max_pixels)
-        raw = decode(data, shown)
-        scan.check_reasons = limits.abstain.checks.reasons(raw)
-        scan.image = resize(to_gray_uint8(raw, shown), model.preprocess)
+        if dicom:  # an image of (frames, size, size), each frame checked as a scan of its own
+            grays, scan.dicom = gray_frames(data, shown, limits.max_pixels)
+            scan.frame_reasons = [limits.abstain.checks.reasons(g) for g in grays]
+            scan.image = np.stack([resize(g, model.preprocess) for g in grays])
+        else:
+            safety.check_image(data, shown, limits.max_pixels)
+            raw = decode(data, shown)
+            scan.check_reasons = limits.abstain.checks.reasons(raw)
+            scan.image = resize(to_gray_uint8(raw, shown), model.preprocess)
     except Exception as e:  # ImageError, or a decoder failing in some new way: still just a bad file
         reason = e.reason if isinstance(e, ImageError) else f"could not be decoded ({type(e).__name__}: {e})"
         if _may_be_growing(st, limits):  # perhaps a writer that paused: judge it once it holds still
@@ -223,14 +232,22 @@ class Classify(Worker):
         predict_seconds = 0.0
         if todo:
             started = time.perf_counter()
-            judged = judge(batch.model, np.stack([s.image for s in todo]), [s.check_reasons for s in todo],
-                           self.limits.abstain, self.predict_pool)
+            # a DICOM instance brings one image per frame: judged together, then regrouped
+            images = [s.image if s.dicom is not None else s.image[None] for s in todo]
+            reasons = [r for s in todo for r in (s.frame_reasons if s.dicom is not None else [s.check_reasons])]
+            judged = judge(batch.model, np.concatenate(images), reasons, self.limits.abstain, self.predict_pool)
             predict_seconds = time.perf_counter() - started
+            starts = np.cumsum([0] + [len(i) for i in images])
             now = utc_now()
-            for s, j in zip(todo, judged):
+            for s, start, end in zip(todo, starts, starts[1:]):
+                frames, driver = judged[start:end], 0
+                if s.dicom is not None:  # the instance is judged by its frame of highest tumor probability
+                    s.slice_probabilities = np.stack([j.probabilities for j in frames])
+                    driver, _ = instance_probabilities(s.slice_probabilities, batch.model.class_names)
+                j = frames[driver]
                 s.probabilities, s.judgement, s.classified_at = j.probabilities, j, now
                 if self.explain:
-                    s.explanation = explanation_png(batch.model, s.image)
+                    s.explanation = explanation_png(batch.model, s.image[driver] if s.dicom else s.image)
         for s in batch.scans:
             s.image = None  # the commit stage needs only the probabilities
         done = time.monotonic()

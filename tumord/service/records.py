@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tumord.abstain.judge import Judgement
+from tumord.data.dicom import DicomInfo
 from tumord.model.checkpoint import Classifier
 from tumord.service.ledger import Fingerprint, Row
 
@@ -58,6 +59,9 @@ class Scan:
     explanation: bytes | None = None  # heat-map PNG, when the service is asked to explain
     check_reasons: list[str] = field(default_factory=list)  # input checks failed: reasons to abstain
     judgement: Judgement | None = None  # probabilities and whether the model abstained
+    dicom: DicomInfo | None = None  # a DICOM instance's identifiers; its image is then (frames, H, W)
+    slice_probabilities: np.ndarray | None = None  # DICOM: one row per frame
+    frame_reasons: list[list[str]] | None = None  # DICOM: the input checks' reasons per frame
     decode_seconds: float = 0.0  # reading, checking, decoding and resizing it
     record: dict | None = None  # the verdict or error JSON written for it (for service events)
 
