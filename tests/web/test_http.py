@@ -223,11 +223,14 @@ def test_readyz_503_while_stalled(web):
     fails) makes /readyz 503 after watch.stall_seconds, and 200 again once it recovers."""
     w = web(watch={"stall_seconds": 1.0}).start()
     w.wait_for("service.ready")
+    rng = np.random.default_rng(5)
+    drop(w.input, "first.png", png(rng))
+    w.wait_until(lambda: len(w.json("/api/verdicts")) == 1, what="the first verdict")  # verdicts.csv exists
     assert w.get("/readyz")[0] == 200
     csv = w.output / "verdicts.csv"
     csv.unlink()
     csv.mkdir()
-    drop(w.input, "s.png", png(np.random.default_rng(5)))
+    drop(w.input, "s.png", png(rng))
     w.wait_until(lambda: w.get("/readyz")[0] == 503, timeout=20, what="/readyz 503")
     assert w.get("/livez")[0] == 200  # alive, only not ready
     csv.rmdir()
