@@ -107,7 +107,7 @@ def plain_loop(model_path: Path, files: list[Path]) -> dict:
 class Service:
     """tumord watch in a child process; `classified` maps a file name to when its verdict was logged."""
 
-    def __init__(self, work: Path, model: Path, blas_threads: int, predict_threads: int):
+    def __init__(self, work: Path, model: Path, blas_threads: int, predict_threads: int, extra: tuple = ()):
         self.input, self.output = work / "input", work / "output"
         self.input.mkdir()
         env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -115,8 +115,9 @@ class Service:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tumord.cli", "watch", "--model", str(model), "--input", str(self.input),
              "--output", str(self.output), "--set", f"watch.blas_threads={blas_threads}",
-             "--set", f"watch.predict_threads={predict_threads}", "--log-json"],
+             "--set", f"watch.predict_threads={predict_threads}", "--log-json", *extra],
             cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.url = ""  # with http.enabled: where its HTTP server listens
         self.done: dict[str, float] = {}
         self.failed: dict[str, str] = {}
         self.ready = threading.Event()
@@ -133,7 +134,9 @@ class Service:
             except ValueError:
                 continue
             event = e.get("event")
-            if event == "service.ready":
+            if event == "http.listening":
+                self.url = e["url"]
+            elif event == "service.ready":
                 self.ready.set()
             elif event in ("scan.classified", "scan.failed"):
                 at = datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp()

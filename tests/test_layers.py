@@ -23,6 +23,7 @@ LAYERS = [
     ("abstain",),                            # input checks, abstention decisions, drift tracking
     ("judge",),                              # how one scan is judged: checks, records (watch and batch)
     ("training", "service", "labelling", "batch"),  # side by side: none imports another
+    ("web",),                                # tumord watch's HTTP server: listens to the service's events
     ("commands",),                           # one module per command; they share commands.common
     ("cli",),
 ]

@@ -8,6 +8,7 @@ from tumord.commands.common import add_config_options, add_log_option, config_fr
 from tumord.config import ConfigError
 from tumord.logs import get_logger, setup_logging
 from tumord.service.service import Service, Settings
+from tumord.web.settings import HttpSettings
 
 
 def register(sub) -> None:
@@ -39,5 +40,17 @@ def run(args: argparse.Namespace) -> int:
             if key == "input" and value.exists() and not value.is_dir():
                 raise ConfigError(f"{flag} {value}: not a folder")
     settings = Settings.from_config(cfg, source, model_file=args.model)
+    http = HttpSettings.from_config(cfg, source, settings)
     setup_logging(json_lines=args.log_json)
-    return Service(settings, get_logger("tumord.watch")).run()
+    log = get_logger("tumord.watch")
+    if http is None:
+        return Service(settings, log).run()
+    from tumord.web.server import HttpService, Monitor  # needs the http extra (prometheus-client)
+
+    monitor = Monitor(settings.output)
+    web = HttpService(http, monitor, log)  # binds now: a taken port stops the start here
+    web.start()
+    try:
+        return Service(settings, log, events=monitor).run()
+    finally:
+        web.stop()

@@ -56,6 +56,7 @@ SECTIONS = {
     "watch": "tumord watch: the folder-watching service",
     "abstain": "saying when a scan is beyond the model (docs/abstention.md)",
     "dicom": "DICOM in and out (docs/dicom.md); needs pip install 'tumord[dicom]'",
+    "http": "tumord watch's HTTP server: health, Prometheus metrics, a web page (docs/http.md)",
 }
 
 TABLE: dict[str, Any] = {
@@ -220,6 +221,14 @@ TABLE: dict[str, Any] = {
         "write_results": Key(False, "also write a DICOM Comprehensive 3D SR per series (and, with watch.explain,\n"
                                     "a secondary capture of the heat map) to output/dicom/; needs\n"
                                     "watch.on_success: archive"),
+    },
+    "http": {
+        "enabled": Key(False, "needs the http extra: pip install 'tumord[http]'"),
+        "bind": Key("127.0.0.1", "an IP address; loopback (127.0.0.1, ::1) is reachable from this host only"),
+        "port": Key(8470, "0: any free port (the log line http.listening says which)", at_least=0, at_most=65535,
+                    expect="0 (any free port) to 65535"),
+        "token_file": Key("", "file holding the token clients send (Authorization: Bearer); required for\n"
+                              "any bind but loopback, compared in constant time"),
     },
 }
 

@@ -31,6 +31,7 @@ from tumord.judge import safety
 from tumord.judge.scan import decode_checked, file_problem
 from tumord.model.checkpoint import Classifier
 from tumord.model.explain import explanation_png
+from tumord.service.events import NO_EVENTS
 from tumord.service.ledger import Fingerprint, Ledger
 from tumord.service.records import Batch, Inflight, Ready, Scan, utc_now
 from tumord.service.series import instance_probabilities
@@ -124,10 +125,17 @@ def prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
     return scan
 
 
+def timed_prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
+    started = time.perf_counter()
+    scan = prepare(ready, root, model, limits)
+    scan.decode_seconds = time.perf_counter() - started
+    return scan
+
+
 class Classify(Worker):
     def __init__(self, *, root, ready: queue.Queue, out: queue.Queue, slot, ledger: Ledger, limits: Limits,
                  batch_size: int, threads: int, inflight: Inflight, retry, log, explain: bool = False,
-                 predict_threads: int = 1, after: threading.Event | None = None):
+                 predict_threads: int = 1, after: threading.Event | None = None, events=NO_EVENTS):
         """after: an event to wait for before the first batch (the commit stage's start-up recovery)."""
         super().__init__("classify")
         self.after = after
@@ -139,7 +147,7 @@ class Classify(Worker):
         # second core while decoding leaves it idle, without BLAS threads waiting on each other
         self.predict_pool = ThreadPoolExecutor(predict_threads, thread_name_prefix="predict") \
             if predict_threads > 1 else None
-        self.explain = explain
+        self.explain, self.events = explain, events
 
     def run(self) -> None:
         """Decodes batch k+1 in the pool while batch k is predicted, so both cores stay busy. Once
@@ -186,7 +194,7 @@ class Classify(Worker):
 
     def start_batch(self, items: list[Ready]):
         model = self.slot.model  # one model per batch: swaps land between batches
-        return model, [self.pool.submit(prepare, r, self.root, model, self.limits) for r in items]
+        return model, [self.pool.submit(timed_prepare, r, self.root, model, self.limits) for r in items]
 
     def classify(self, items: list[Ready]) -> Batch:
         return self.finish_batch(*self.start_batch(items))
@@ -212,11 +220,14 @@ class Classify(Worker):
                 scan.previous = self.ledger.find(scan.fingerprint)
                 batch.scans.append(scan)
         todo = [s for s in batch.scans if s.image is not None and not s.already_done]
+        predict_seconds = 0.0
         if todo:
+            started = time.perf_counter()
             # a DICOM instance brings one image per frame: judged together, then regrouped
             images = [s.image if s.dicom is not None else s.image[None] for s in todo]
             reasons = [r for s in todo for r in (s.frame_reasons if s.dicom is not None else [s.check_reasons])]
             judged = judge(batch.model, np.concatenate(images), reasons, self.limits.abstain, self.predict_pool)
+            predict_seconds = time.perf_counter() - started
             starts = np.cumsum([0] + [len(i) for i in images])
             now = utc_now()
             for s, start, end in zip(todo, starts, starts[1:]):
@@ -230,4 +241,7 @@ class Classify(Worker):
                     s.explanation = explanation_png(batch.model, s.image[driver] if s.dicom else s.image)
         for s in batch.scans:
             s.image = None  # the commit stage needs only the probabilities
+        done = time.monotonic()
+        self.events.batch_classified(len(batch.scans), [s.decode_seconds for s in batch.scans], predict_seconds,
+                                     [done - s.ready.ready_at for s in todo])
         return batch

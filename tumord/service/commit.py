@@ -42,6 +42,7 @@ from pathlib import Path
 
 from tumord.atomic import fsync_dir, write_many
 from tumord.service import moves
+from tumord.service.events import NO_EVENTS
 from tumord.service.ledger import Ledger, Row
 from tumord.service.records import Batch, Counters, Folders, Scan, Verdict, printable, utc_now
 from tumord.service.series import instance_fields
@@ -66,11 +67,11 @@ class Abandoned(Exception):
 class Commit(Worker):
     def __init__(self, *, batches: queue.Queue, ledger: Ledger, csv: VerdictCsv, folders: Folders,
                  inflight, counters: Counters, log, upstream: threading.Thread | None = None, abstentions=None,
-                 series=None):
+                 series=None, events=NO_EVENTS):
         super().__init__("commit")
         self.batches, self.ledger, self.csv, self.folders = batches, ledger, csv, folders
         self.abstentions = abstentions  # AbstentionTracker: logs each abstention, the drift alarm
-        self.inflight, self.counters, self.log, self.upstream = inflight, counters, log, upstream
+        self.inflight, self.counters, self.log, self.upstream, self.events = inflight, counters, log, upstream, events
         self.series = series  # SeriesTracker: told of each DICOM verdict once it is durable
         self.io = ThreadPoolExecutor(16, thread_name_prefix="fsync")  # parallel fsyncs share journal commits
         self.recovered: dict | None = None
@@ -145,10 +146,12 @@ class Commit(Worker):
             raise
         for scan, v in zip(scans, verdicts):
             self.inflight.discard(scan.path)
-            self._log_outcome(v, scan.shown, latency_ms=round((time.monotonic() - scan.ready.ready_at) * 1000, 1),
+            seconds = time.monotonic() - scan.ready.ready_at
+            self._log_outcome(v, scan.shown, latency_ms=round(seconds * 1000, 1),
                               **({"replaces": scan.replaces + ".json"} if scan.replaces else {}))
             if self.abstentions is not None and scan.judgement is not None and v.outcome == "classified":
                 self.abstentions.observe(scan.shown, scan.judgement)
+            self.events.scan_recorded(v.name, scan.record, v.outcome, seconds)
         self._log_stayed(stayed)
 
     def _log_outcome(self, v: Verdict | Row, shown: str, **extra) -> None:
@@ -172,6 +175,7 @@ class Commit(Worker):
         for scan, row in zip(scans, rows):
             verdict, record, target = self._outcome(scan, row, model)
             verdicts.append(verdict)
+            scan.record = record
             if scan.dicom is not None and scan.error is None:
                 dicom.append((scan, record))
             files.append((target, to_json(record)))

@@ -51,6 +51,8 @@ class Scan:
     dicom: DicomInfo | None = None  # a DICOM instance's identifiers; its image is then (frames, H, W)
     slice_probabilities: np.ndarray | None = None  # DICOM: one row per frame
     frame_reasons: list[list[str]] | None = None  # DICOM: the input checks' reasons per frame
+    decode_seconds: float = 0.0  # reading, checking, decoding and resizing it
+    record: dict | None = None  # the verdict or error JSON written for it (for service events)
 
     @property
     def path(self) -> str:

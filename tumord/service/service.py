@@ -34,6 +34,7 @@ from tumord.model.checkpoint import load
 from tumord.model.registry import check_folder, current_model_path
 from tumord.service.classify import Classify, Limits
 from tumord.service.commit import Commit
+from tumord.service.events import NO_EVENTS, Events
 from tumord.service.intake import Intake
 from tumord.service.ledger import Ledger
 from tumord.service.notify import Notifier, Pinger, watchdog_interval
@@ -153,8 +154,8 @@ def native_observer():
 
 
 class Service:
-    def __init__(self, settings: Settings, log):
-        self.s, self.log = settings, log
+    def __init__(self, settings: Settings, log, events: Events = NO_EVENTS):
+        self.s, self.log, self.events = settings, log, events
         self.stop_requested = threading.Event()
         self.counters = Counters()
         self.inflight = Inflight()
@@ -198,21 +199,22 @@ class Service:
                                     busy=lambda: self.intake.pending() + len(self.inflight) > 0)
         self.commit = Commit(batches=self.batches, ledger=self.ledger, csv=self.csv, folders=folders,
                              inflight=self.inflight, counters=self.counters, log=self.log,
-                             abstentions=self.abstentions, series=self.series)
+                             abstentions=self.abstentions, series=self.series, events=self.events)
         self.classify = Classify(root=s.input, ready=self.ready, out=self.batches, slot=self.slot, ledger=self.ledger,
                                  limits=Limits(s.max_pixels, s.max_bytes, s.stable_seconds, s.retry_seconds,
                                                s.abstain),
                                  batch_size=s.batch_size, threads=s.decode_threads, predict_threads=s.predict_threads,
                                  inflight=self.inflight, retry=self.intake.retry, log=self.log, explain=s.explain,
-                                 after=self.commit.started)
+                                 after=self.commit.started, events=self.events)
         self.commit.upstream = self.classify
         self.swapper = Swapper(self.slot, models_dir=None if s.model_file else s.models, model_file=s.model_file,
-                               poll_seconds=s.model_poll_seconds, log=self.log)
+                               poll_seconds=s.model_poll_seconds, log=self.log, events=self.events)
         for t in self._workers():  # commit first: it finishes what a killed run left before new batches
             t.start()
         self.pinger = Pinger(self.notifier, watchdog_interval(), self.healthy, self.status)
         self.pinger.start()
         self.notifier.send(READY=1, STATUS=self.status())
+        self.events.started(self)
         self.log.info("service.ready", input=str(s.input), output=str(s.output), model=model.identity,
                       observer=s.observer, recursive=s.recursive, blas_threads=blas,
                       predict_threads=s.predict_threads, ledger=self.ledger.counts())
@@ -294,6 +296,7 @@ class Service:
     def shutdown(self, code: int = 0) -> int:
         deadline = time.monotonic() + self.s.drain_seconds
         self.notifier.send(STOPPING=1, STATUS="draining: finishing the scans in hand")
+        self.events.stopping()
         self.log.info("service.stopping", in_flight=len(self.inflight))
         self.observer.stop()
         for t in self._workers():

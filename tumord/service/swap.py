@@ -17,6 +17,7 @@ import numpy as np
 from tumord.model import checkpoint
 from tumord.model.checkpoint import CheckpointError, Classifier
 from tumord.model.registry import POINTER, check_folder, current_model_path
+from tumord.service.events import NO_EVENTS
 from tumord.service.worker import Worker
 
 
@@ -44,10 +45,10 @@ class ModelSlot:
 
 class Swapper(Worker):
     def __init__(self, slot: ModelSlot, *, models_dir: Path | None, model_file: Path | None,
-                 poll_seconds: float, log):
+                 poll_seconds: float, log, events=NO_EVENTS):
         super().__init__("swapper")
         self.slot, self.models_dir, self.model_file = slot, models_dir, model_file
-        self.poll_seconds, self.log = poll_seconds, log
+        self.poll_seconds, self.log, self.events = poll_seconds, log, events
         self.wake = threading.Event()
         self._seen = self._pointer_state()
 
@@ -96,4 +97,5 @@ class Swapper(Worker):
             return False
         self.slot.model = new
         self.log.info("model.swapped", reason=reason, old=old.identity, new=new.identity, file=str(path))
+        self.events.model_swapped(old.identity, new.identity)
         return True
