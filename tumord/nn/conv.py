@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tumord.nn import parallel
 from tumord.nn.layers import Layer
 
 
@@ -46,7 +47,7 @@ class Conv2D(Layer):
         if bias:
             self.params["b"] = np.zeros(filters, np.float32)
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
-        self._buf: np.ndarray | None = None  # column scratch, reused across steps (large: avoid page faults)
+        self._bufs: dict[str, np.ndarray] = {}  # training's columns, output and input gradient
         self._cols: np.ndarray | None = None  # columns kept for backward
 
     def output_shape(self, input_shape):
@@ -70,15 +71,17 @@ class Conv2D(Layer):
                 x0, x1 = max(0, -dx), min(wo, w - dx)
                 yield ky * self.kw + kx, slice(y0, y1), slice(x0, x1), slice(y0 + dy, y1 + dy), slice(x0 + dx, x1 + dx)
 
-    def _column_buffer(self, shape, dtype, training: bool) -> np.ndarray:
-        """Training keeps one buffer across steps (replaced when the batch shape changes).
-        Inference takes its own every time, so predictions may run in several threads at once
-        and never overwrite columns a pending backward still needs."""
+    def _buffer(self, name: str, shape, dtype, training: bool) -> np.ndarray:
+        """Training keeps its buffers across steps (replaced when the batch shape changes): fresh
+        arrays this large cost a page fault per 4 kB. Inference takes new ones every time, so
+        predictions may run in several threads at once and never overwrite columns a pending
+        backward still needs."""
         if not training:
             return np.empty(shape, dtype)
-        if self._buf is None or self._buf.shape != shape or self._buf.dtype != dtype:
-            self._buf = np.empty(shape, dtype)
-        return self._buf
+        buf = self._bufs.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self._bufs[name] = np.empty(shape, dtype)
+        return buf
 
     def forward(self, x, training=False):
         return self._convolve(x, self.params["kernel"], self.params.get("b"), training)
@@ -93,18 +96,24 @@ class Conv2D(Layer):
     def _convolve(self, x, k, bias, training):
         n, c, h, w = x.shape
         ho, wo = self._out_hw(h, w)
-        shape = (c, self.kh * self.kw, n, ho, wo)
-        cols = self._column_buffer(shape, np.result_type(x.dtype, k.dtype), training)
+        dtype = np.result_type(x.dtype, k.dtype)
+        cols = self._buffer("cols", (c, self.kh * self.kw, n, ho, wo), dtype, training)
         xc = x.transpose(1, 0, 2, 3)  # (C, N, H, W): free for channel-major input
-        for t, oy, ox, iy, ix in self._taps(h, w, ho, wo):
-            dst = cols[:, t]
-            dst[:, :, oy, ox] = xc[:, :, iy, ix]
-            # zero the strips that fall outside the image (backward reuses the buffer for dcols)
-            dst[:, :, : oy.start] = 0
-            dst[:, :, oy.stop :] = 0
-            dst[:, :, :, : ox.start] = 0
-            dst[:, :, :, ox.stop :] = 0
-        out = k.reshape(self.filters, -1) @ cols.reshape(c * self.kh * self.kw, -1)  # (C_out, N*Ho*Wo)
+        taps = list(self._taps(h, w, ho, wo))
+
+        def im2col(cs, ns):
+            for t, oy, ox, iy, ix in taps:
+                dst = cols[cs, t, ns]
+                dst[:, :, oy, ox] = xc[cs, ns, iy, ix]
+                # zero the strips that fall outside the image (backward reuses the buffer for dcols)
+                dst[:, :, : oy.start] = 0
+                dst[:, :, oy.stop :] = 0
+                dst[:, :, :, : ox.start] = 0
+                dst[:, :, :, ox.stop :] = 0
+
+        parallel.over_blocks(im2col, c, n, len(taps) * ho * wo * cols.itemsize, piece_bytes=1 << 22)
+        out = self._buffer("out", (self.filters, n * ho * wo), dtype, training)
+        np.matmul(k.reshape(self.filters, -1), cols.reshape(c * self.kh * self.kw, -1), out=out)
         if bias is not None:
             out += bias[:, None].astype(out.dtype, copy=False)
         if training:
@@ -125,16 +134,22 @@ class Conv2D(Layer):
         # the columns are used up: their buffer takes the column gradients
         np.matmul(self.params["kernel"].reshape(self.filters, -1).T, g, out=cols2)
         h, w = self._in_hw
+        dx = self._buffer("dx", (c, n, h, w), cols.dtype, training=True)
         # col2im: every tap adds its shifted slice back. With 'same' padding the unshifted tap
         # covers the whole image, so it initializes dx instead of a pass of zeros.
-        if self.padding == "same":
-            centre = self.pad[0] * self.kw + self.pad[1]
-            dx = cols[:, centre].copy()
-        else:
-            centre, dx = None, np.zeros((c, n, h, w), cols.dtype)
-        for t, oy, ox, iy, ix in self._taps(h, w, ho, wo):
-            if t != centre:
-                dx[:, :, iy, ix] += cols[:, t, :, oy, ox]
+        centre = self.pad[0] * self.kw + self.pad[1] if self.padding == "same" else None
+        all_taps = list(self._taps(h, w, ho, wo))
+
+        def col2im(cs, ns):
+            if centre is None:
+                dx[cs, ns] = 0
+            else:
+                dx[cs, ns] = cols[cs, centre, ns]
+            for t, oy, ox, iy, ix in all_taps:
+                if t != centre:
+                    dx[cs, ns, iy, ix] += cols[cs, t, ns, oy, ox]
+
+        parallel.over_blocks(col2im, c, n, h * w * cols.itemsize)
         return dx.transpose(1, 0, 2, 3)  # (C, N, H, W) memory, channel-major like the forward output
 
     def config(self):
