@@ -111,7 +111,9 @@ class Conv2D(Layer):
                 dst[:, :, :, : ox.start] = 0
                 dst[:, :, :, ox.stop :] = 0
 
-        parallel.over_blocks(im2col, c, n, len(taps) * ho * wo * cols.itemsize, piece_bytes=1 << 22)
+        # inference stays in the caller's thread: the service already predicts on several
+        parallel.over_blocks(im2col, c, n, len(taps) * ho * wo * cols.itemsize, piece_bytes=1 << 22,
+                             inline=not training)
         out = self._buffer("out", (self.filters, n * ho * wo), dtype, training)
         np.matmul(k.reshape(self.filters, -1), cols.reshape(c * self.kh * self.kw, -1), out=out)
         if bias is not None:

@@ -21,9 +21,9 @@ def pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(THREADS, thread_name_prefix="tumord-nn")
 
 
-def run(fn: Callable[[int], object], parts: int) -> None:
-    """fn(0) ... fn(parts - 1), on the pool when there is more than one."""
-    if parts <= 1 or THREADS == 1:
+def run(fn: Callable[[int], object], parts: int, inline: bool = False) -> None:
+    """fn(0) ... fn(parts - 1), on the pool when there is more than one (and not inline)."""
+    if parts <= 1 or THREADS == 1 or inline:
         for i in range(parts):
             fn(i)
     else:
@@ -39,13 +39,13 @@ def over_channels(fn: Callable[[slice], object], channels: int, bytes_per_channe
 
 
 def over_blocks(fn: Callable[[slice, slice], object], channels: int, images: int, bytes_per_item: int,
-                piece_bytes: int = PIECE_BYTES) -> None:
+                piece_bytes: int = PIECE_BYTES, inline: bool = False) -> None:
     """fn(channel slice, image slice) over a grid of pieces of about piece_bytes (an item is one
-    channel of one image), on the pool; for work that needs no whole-channel reduction."""
+    channel of one image), on the pool unless inline; for work that needs no whole-channel reduction."""
     per_img = max(1, min(images, piece_bytes // max(bytes_per_item, 1)))
     per_ch = max(1, min(channels, piece_bytes // max(per_img * bytes_per_item, 1)))
     if per_ch >= channels and per_img >= images and channels * images > 1:  # one piece: split for the threads
         per_ch, per_img = (-(-channels // THREADS), images) if channels > 1 else (1, -(-images // THREADS))
     grid = [(slice(c, min(c + per_ch, channels)), slice(i, min(i + per_img, images)))
             for c in range(0, channels, per_ch) for i in range(0, images, per_img)]
-    run(lambda k: fn(*grid[k]), len(grid))
+    run(lambda k: fn(*grid[k]), len(grid), inline)
