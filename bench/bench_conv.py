@@ -179,9 +179,12 @@ def main() -> None:
         CLOCK = time.process_time
     if args.child:
         if args.cpu_time and args.child == "numpy":
-            from tumord.nn import parallel
-
-            parallel.THREADS = 1  # CPU time counts every thread's: one thread, as BLAS
+            try:
+                from tumord.nn import parallel
+            except ImportError:  # an engine from before tumord.nn.parallel (for before/after runs)
+                parallel = None
+            if parallel is not None:
+                parallel.THREADS = 1  # CPU time counts every thread's: one thread, as BLAS
         print(json.dumps(child(args)))
         return
     opts = [f"--{k}={v}" for k, v in (("batch", args.batch), ("size", args.size), ("repeats", args.repeats),

@@ -129,9 +129,13 @@ def main():
 
             threadpool_limits(args.threads, user_api="blas")
         if args.cpu_time:
-            from tumord.nn import parallel
+            CLOCK = time.process_time
+            try:
+                from tumord.nn import parallel
 
-            CLOCK, parallel.THREADS = time.process_time, 1
+                parallel.THREADS = 1  # CPU time counts every thread's: one thread, as BLAS
+            except ImportError:  # an engine from before tumord.nn.parallel (for before/after runs)
+                pass
         fn = bench_numpy if args.child == "numpy" else bench_torch
         print(json.dumps(fn(args.images, args.size)))
         return
