@@ -31,7 +31,7 @@ def _data(n, size):
 
 
 def bench_numpy(n, size):
-    from tumord.data.images import to_input
+    from tumord.model.predict import to_input
     from tumord.nn.losses import softmax_cross_entropy
     from tumord.nn.network import Network, mlp_spec
     from tumord.nn.optim import SGD

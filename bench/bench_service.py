@@ -39,10 +39,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tumord import checkpoint  # noqa: E402
 from tumord.config import DEFAULTS  # noqa: E402
 from tumord.data.images import IMAGE_SUFFIXES, decode_gray, read_scan, resize  # noqa: E402
-from tumord.registry import current_model_path  # noqa: E402
+from tumord.model import checkpoint  # noqa: E402
+from tumord.model.registry import current_model_path  # noqa: E402
 from tumord.service.service import limit_blas_threads  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.bench_conv import torch_network  # noqa: E402
 from tumord.config import load_config  # noqa: E402
 from tumord.data.augment import augment_batch  # noqa: E402
-from tumord.data.images import to_input  # noqa: E402
+from tumord.model.predict import to_input  # noqa: E402
 from tumord.nn.losses import softmax, softmax_cross_entropy  # noqa: E402
 from tumord.training.metrics import evaluate  # noqa: E402
 from tumord.training.pipeline import prepare  # noqa: E402

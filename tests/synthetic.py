@@ -6,8 +6,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tumord import checkpoint
 from tumord.data.images import Preprocess
+from tumord.model import checkpoint
 from tumord.nn.network import Network, mlp_spec
 
 

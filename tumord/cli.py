@@ -6,8 +6,8 @@ import importlib
 import sys
 
 from tumord import __version__
-from tumord.checkpoint import CheckpointError
 from tumord.config import ConfigError
+from tumord.model.checkpoint import CheckpointError
 
 # module name in tumord.commands for each subcommand, in the order `--help` lists them
 COMMANDS = ["watch", "train", "eval", "predict", "import_model", "models"]
@@ -18,13 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tumord {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"tumord.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"tumord.commands.{name}":
-                raise
-            continue  # a command still being built
-        module.register(sub)
+        importlib.import_module(f"tumord.commands.{name}").register(sub)
     return parser
 
 

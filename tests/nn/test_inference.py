@@ -73,7 +73,7 @@ def test_chunks_predicted_in_parallel_threads_match_one_thread_after_training():
     its column buffers for reuse; predictions sharing them would overwrite each other's)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tumord.training.trainer import predict_logits
+    from tumord.model.predict import predict_logits
 
     rng = np.random.default_rng(0)
     net = Network((1, 48, 48), cnn_spec(channels=(8, 16, 32), classes=2), rng)

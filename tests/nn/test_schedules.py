@@ -39,7 +39,7 @@ def test_one_cycle_matches_pytorch_one_cycle_lr():
 
 def test_make_schedule_builds_by_name_and_names_the_unknown_one():
     assert make_schedule("warmup_cosine", base_lr=1.0, warmup_steps=2, total_steps=4)(1) == 1.0
-    assert make_schedule("constant", lr=0.3)(1000) == 0.3
+    assert make_schedule("step", base_lr=0.3, decay_per_epoch=0.5, steps_per_epoch=10)(25) == pytest.approx(0.075)
     with pytest.raises(ValueError, match="'cosine_restarts'"):
         make_schedule("cosine_restarts", base_lr=1.0)
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from tests.service.conftest import make_model, png
-from tumord import checkpoint
 from tumord.logs import get_logger
-from tumord.registry import current_model_path
+from tumord.model import checkpoint
+from tumord.model.registry import current_model_path
 from tumord.service.classify import Classify, Limits, prepare
 from tumord.service.intake import Inflight, Ready
 from tumord.service.ledger import Ledger

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.service.conftest import csv_rows, ledger_rows, make_model, png, verdicts
-from tumord import checkpoint
 from tumord.logs import get_logger
-from tumord.registry import current_model_path
+from tumord.model import checkpoint
+from tumord.model.registry import current_model_path
 from tumord.service.classify import Classify, Limits
 from tumord.service.commit import Commit, Counters, Folders, _move
 from tumord.service.intake import Inflight, Ready

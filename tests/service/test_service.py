@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.service.conftest import csv_rows, drop, leftovers, ledger_rows, make_model, png, point, verdicts
-from tumord import checkpoint
+from tumord.model import checkpoint
 
 
 def drop_many(w, rng, n, prefix="scan"):

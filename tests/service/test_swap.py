@@ -4,9 +4,9 @@ import time
 from structlog.testing import capture_logs
 
 from tests.service.conftest import make_model, point
-from tumord import checkpoint
 from tumord.logs import get_logger
-from tumord.registry import current_model_path
+from tumord.model import checkpoint
+from tumord.model.registry import current_model_path
 from tumord.service.swap import ModelSlot, Swapper
 
 

@@ -1,7 +1,7 @@
 """Batch-norm statistics recomputed from the final weights over the training images."""
 import numpy as np
 
-from tumord.data.images import to_input
+from tumord.model.predict import to_input
 from tumord.nn.network import Network, mlp_spec
 from tumord.training.precise_bn import recompute_batchnorm_statistics
 

@@ -6,8 +6,9 @@ import pytest
 
 from tests.synthetic import SMALL_MLP, scan
 from tumord.config import DEFAULTS
+from tumord.model.predict import predict_logits
 from tumord.nn.losses import softmax, softmax_cross_entropy
-from tumord.training.trainer import build_network, fit, make_lr, mixup, predict_logits
+from tumord.training.trainer import build_network, fit, make_lr, mixup
 
 
 def _data(n=96, size=24, seed=0):

@@ -4,9 +4,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tumord import checkpoint
 from tumord.config import load_config
-from tumord.registry import current_model_path
+from tumord.model import checkpoint, registry
+from tumord.model.registry import current_model_path
+
+LOCKED = 4  # exit code of `train` and `models add`: another `tumord train` holds the training lock
 
 
 def add_config_options(p: argparse.ArgumentParser) -> None:
@@ -25,3 +27,8 @@ def config_from_args(args) -> dict:
 
 def load_model(model: Path | None, cfg: dict) -> checkpoint.Classifier:
     return checkpoint.load(model if model is not None else current_model_path(cfg["paths"]["models"]))
+
+
+def training_lock(cfg: dict):
+    """Holds the registry's training lock (registry.lock in paths.models) or raises LockHeld."""
+    return registry.train_lock(registry.lock_path(cfg["paths"]["models"], cfg["registry"]["lock"]))

@@ -20,7 +20,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tumord.legacy import convert, read_legacy
+    from tumord.model.legacy import convert, read_legacy
 
     cfg = config_from_args(args)
     images = None

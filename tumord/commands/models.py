@@ -10,9 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from tumord import registry
-from tumord.commands.common import add_config_options, config_from_args
+from tumord.commands.common import LOCKED, add_config_options, config_from_args, training_lock
 from tumord.logs import get_logger, setup_logging
+from tumord.model import registry
 
 log = get_logger("tumord.models")
 
@@ -60,10 +60,8 @@ def _switched(models_dir: Path, before: str | None, after: str, what: str) -> No
 
 
 def _add(models_dir: Path, args: argparse.Namespace, cfg: dict) -> int:
-    from tumord.commands.train import LOCKED, lock_path
-
     try:  # the training lock, because the next training run cleans up staging folders it does not own
-        with registry.train_lock(lock_path(cfg)):
+        with training_lock(cfg):
             version = registry.add_model(models_dir, args.file)
     except registry.LockHeld as e:
         print(f"tumord models add: {e}", file=sys.stderr)

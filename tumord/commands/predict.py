@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
             "model": model.identity,
         }
         if args.explain:
-            from tumord.explain import write_explanation
+            from tumord.model.explain import write_explanation
 
             folder = args.explain_dir or path.parent
             folder.mkdir(parents=True, exist_ok=True)

@@ -7,12 +7,12 @@ import shutil
 import sys
 from pathlib import Path
 
-from tumord import registry
 from tumord.atomic import write_atomic
-from tumord.commands.common import add_config_options, config_from_args, load_model
+from tumord.commands.common import LOCKED, add_config_options, config_from_args, load_model, training_lock
 from tumord.logs import get_logger, setup_logging
+from tumord.model import registry
 
-PROMOTED, FAILED, BAD_INPUT, KEPT, LOCKED = 0, 1, 2, 3, 4
+PROMOTED, FAILED, BAD_INPUT, KEPT = 0, 1, 2, 3  # and LOCKED (4), shared with `models add`
 
 EPILOG = """\
 exit codes:
@@ -40,17 +40,13 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
-def lock_path(cfg: dict) -> Path:
-    return Path(cfg["paths"]["models"]) / cfg["registry"]["lock"]  # an absolute lock path wins the join
-
-
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     setup_logging()
     if args.output is not None:
         return _train_to_folder(args, cfg)
     try:
-        with registry.train_lock(lock_path(cfg)):
+        with training_lock(cfg):
             return _train_and_gate(args, cfg)
     except registry.LockHeld as e:
         print(f"tumord train: {e}", file=sys.stderr)
@@ -103,11 +99,11 @@ def _train_and_gate(args: argparse.Namespace, cfg: dict) -> int:
             gate["reasons"].append(f"{e} (someone promoted or rolled back); not overriding that")
     promoted = not gate["reasons"]
     pruned = registry.prune(models_dir, cfg["registry"]["keep"], spare=(version,))  # this run's candidate stays
-    _say(version, gate, promoted, pruned, models_dir)
+    _print_outcome(version, gate, promoted, pruned, models_dir)
     return PROMOTED if promoted else KEPT
 
 
-def _say(version: str, gate: dict, promoted: bool, pruned: list[str], models_dir: Path) -> None:
+def _print_outcome(version: str, gate: dict, promoted: bool, pruned: list[str], models_dir: Path) -> None:
     scores = gate["candidate_scores"]
     line = (f"candidate {version}: accuracy {scores['accuracy']:.3f}, sensitivity {scores['sensitivity']:.3f} "
             f"on {gate['images']} held-out images")

@@ -25,7 +25,7 @@ class ImageError(ValueError):
 
 @dataclass(frozen=True)
 class Preprocess:
-    size: int = 300
+    size: int  # no default: the setting preprocess.size, or the model file's
     interpolation: str = "area"  # cv2.INTER_AREA: the right filter when shrinking
     version: int = 1  # bump when the function below changes meaning
 
@@ -89,10 +89,3 @@ def read_scan(path: str | Path, pre: Preprocess) -> np.ndarray:
     except OSError as e:
         raise ImageError(path, f"cannot be read ({e.strerror})") from e
     return resize(decode_gray(data, path), pre)
-
-
-def to_input(images: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
-    """uint8 (N,H,W) -> float32 network input in [0, 1], shaped (N, *input_shape)."""
-    x = images.astype(np.float32)
-    x *= 1.0 / 255.0
-    return x.reshape((len(images),) + tuple(input_shape))

@@ -21,12 +21,12 @@ def group_split(labels: np.ndarray, groups: np.ndarray, val_fraction: float, tes
     group_label = np.array([np.bincount(labels[m]).argmax() for m in members])
     assign = np.empty(len(ids), np.int8)  # 0 train, 1 val, 2 test
     for c in np.unique(group_label):
-        gs = np.flatnonzero(group_label == c)
-        gs = gs[rng.permutation(len(gs))]
-        total = sum(len(members[g]) for g in gs)
+        class_groups = np.flatnonzero(group_label == c)
+        class_groups = class_groups[rng.permutation(len(class_groups))]
+        total = sum(len(members[g]) for g in class_groups)
         targets = [(2, test_fraction * total), (1, val_fraction * total)]
         filled = {1: 0, 2: 0}
-        for g in gs:
+        for g in class_groups:
             for split, target in targets:
                 if filled[split] + len(members[g]) <= target + 0.5 * len(members[g]) and filled[split] < target:
                     assign[g] = split

@@ -239,32 +239,6 @@ class MaxPool2D(_Pool2D):
         return dx
 
 
-def _sum(views: list[np.ndarray]) -> np.ndarray:
-    out = views[0] + views[1]
-    for v in views[2:]:
-        out += v
-    return out
-
-
-class AvgPool2D(_Pool2D):
-    kind = "avgpool"
-
-    def forward(self, x, training=False):
-        out = _sum(self._cols(_sum(self._rows(x))))
-        out *= 1.0 / self.size**2
-        self._in = (x.shape, x.dtype)
-        return out
-
-    def backward(self, grad_out, need_input_grad=True):
-        dx, dx_rows, drows, drows_cols = self._grad_buffers()
-        g = grad_out * (1.0 / self.size**2)
-        for d in drows_cols:
-            d[...] = g
-        for d in dx_rows:
-            d[...] = drows
-        return dx
-
-
 class GlobalAvgPool(Layer):
     """(N, C, H, W) -> (N, C): the mean of each channel."""
 
@@ -311,7 +285,6 @@ def _build_global_avg_pool(spec, shape, rng):
 LAYER_BUILDERS = {
     "conv2d": _build_conv2d,
     "maxpool": _build_pool(MaxPool2D),
-    "avgpool": _build_pool(AvgPool2D),
     "globalavgpool": _build_global_avg_pool,
 }
 

@@ -4,7 +4,7 @@
   its kernel and bias.
 - ReLU followed by max pooling runs as the pooling, then ReLU in place on its 4x smaller
   result: both are monotone, so max(relu(x)) = relu(max(x)).
-On the shipped CNN (chunks of 4 scans) they take prediction from 2.21 to 2.02 ms per scan.
+Their effect on prediction time is measured in docs/design.md (Inference).
 """
 from __future__ import annotations
 

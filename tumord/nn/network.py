@@ -101,9 +101,6 @@ class Network:
             layer.astype(dtype)
         return self
 
-    def parameter_count(self) -> int:
-        return sum(p.size for _, p, _ in self.named_parameters())
-
 
 def mlp_spec(hidden: int = 512, classes: int = 2, dropout: float = 0.2, batchnorm: bool = True) -> list[dict]:
     """The original design: Dense(hidden) + BN + ReLU + dropout, Dense(classes)."""

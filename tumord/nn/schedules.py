@@ -22,14 +22,6 @@ def _positive(**values) -> None:
 
 
 @dataclass(frozen=True)
-class Constant:
-    lr: float
-
-    def __call__(self, step: int) -> float:
-        return self.lr
-
-
-@dataclass(frozen=True)
 class StepDecay:
     """lr = base_lr * decay_per_epoch ** epoch, the epoch being step // steps_per_epoch.
 
@@ -41,7 +33,9 @@ class StepDecay:
     steps_per_epoch: int = 1
 
     def __post_init__(self):
-        _positive(base_lr=self.base_lr, decay_per_epoch=self.decay_per_epoch, steps_per_epoch=self.steps_per_epoch)
+        _positive(decay_per_epoch=self.decay_per_epoch, steps_per_epoch=self.steps_per_epoch)
+        if self.base_lr < 0:  # 0 is allowed: a run that keeps its initial weights
+            raise ValueError(f"base_lr must not be negative, got {self.base_lr}")
 
     def __call__(self, step: int) -> float:
         return self.base_lr * self.decay_per_epoch ** (step // self.steps_per_epoch)
@@ -113,7 +107,8 @@ def one_cycle(max_lr: float, total_steps: int, pct_start: float = 0.3, div_facto
     return OneCycle(max_lr, total_steps, pct_start, div_factor, final_div)
 
 
-SCHEDULES = {"constant": Constant, "step_decay": step_decay, "warmup_cosine": warmup_cosine, "one_cycle": one_cycle}
+# by the names train.schedule takes
+SCHEDULES = {"step": step_decay, "warmup_cosine": warmup_cosine, "one_cycle": one_cycle}
 
 
 def make_schedule(name: str, **kwargs):

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tumord.checkpoint import Classifier
 from tumord.data.images import ImageError, decode_gray, resize
-from tumord.explain import explanation_png
+from tumord.model.checkpoint import Classifier
+from tumord.model.explain import explanation_png
 from tumord.service import safety
 from tumord.service.intake import Inflight, Ready, utc_now
 from tumord.service.ledger import Fingerprint, Ledger, Row

@@ -23,9 +23,9 @@ import cv2
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from tumord.checkpoint import load
 from tumord.config import ConfigError
-from tumord.registry import current_model_path
+from tumord.model.checkpoint import load
+from tumord.model.registry import current_model_path
 from tumord.service.classify import Classify, Limits
 from tumord.service.commit import Commit, Counters, Folders
 from tumord.service.intake import EVENT_FILTER, Inflight, Intake
@@ -61,18 +61,14 @@ class Settings:
     model_poll_seconds: float
     stall_seconds: float
     drain_seconds: float
-    explain: bool = False
-    blas_threads: int = 0
+    explain: bool
+    blas_threads: int
 
     @classmethod
     def from_config(cls, cfg: dict, source: str, model_file: Path | None = None) -> "Settings":
-        """Checks values and folders; a problem is a ConfigError naming `source` and the key."""
+        """From settings checked by tumord.config (types, bounds); checks and creates the folders.
+        A problem is a ConfigError naming `source` and the key."""
         w, p = cfg["watch"], cfg["paths"]
-        for key in ("poll_seconds", "settle_seconds", "stable_seconds", "rescan_seconds", "model_poll_seconds",
-                    "stall_seconds", "drain_seconds", "batch_size", "decode_threads", "predict_threads", "max_pixels",
-                    "max_bytes"):
-            if not w[key] > 0:
-                raise ConfigError(f"{source}: watch.{key} = {w[key]!r} is not valid; expected a positive number")
         inp = Path(p["input"]).absolute()
         if not inp.is_dir():
             what = "is not a folder" if inp.exists() else "does not exist"
@@ -104,7 +100,7 @@ class Settings:
 def limit_blas_threads(threads: int) -> int:
     """Caps the threads of every BLAS library loaded in this process (0: leave the default) and
     returns numpy's count. On few cores the network's threads and the decode and commit threads
-    otherwise take turns badly: bursts ran at 189-288 scans/s with two BLAS threads on two cores."""
+    otherwise take turns badly (docs/benchmarks.md)."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
     if threads:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tumord import checkpoint
-from tumord.checkpoint import CheckpointError, Classifier
-from tumord.registry import POINTER, current_model_path
+from tumord.model import checkpoint
+from tumord.model.checkpoint import CheckpointError, Classifier
+from tumord.model.registry import POINTER, current_model_path
 
 
 def check_model(new: Classifier, old: Classifier | None) -> None:

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tumord import checkpoint, registry
-from tumord.checkpoint import Classifier
 from tumord.data.cache import load_images
 from tumord.data.dataset import list_dataset
 from tumord.data.dedup import near_duplicate_groups
 from tumord.data.images import read_scan
+from tumord.model import checkpoint, registry
+from tumord.model.checkpoint import Classifier
 from tumord.training.metrics import evaluate
 
 SCORES = ("accuracy", "sensitivity", "specificity", "auc", "n")

@@ -8,20 +8,21 @@ from pathlib import Path
 
 import numpy as np
 
-from tumord import checkpoint
 from tumord.data.cache import load_images
 from tumord.data.dataset import list_dataset
 from tumord.data.dedup import near_duplicate_groups
 from tumord.data.images import Preprocess
 from tumord.data.split import group_split
 from tumord.logs import get_logger
+from tumord.model import checkpoint
+from tumord.model.predict import predict_logits
 from tumord.nn.losses import softmax
 from tumord.training.calibration import fit_temperature
 from tumord.training.extra_data import Extra, load_extra
 from tumord.training.intervals import group_bootstrap
 from tumord.training.metrics import evaluate, expected_calibration_error
 from tumord.training.report import format_metrics, write_figure
-from tumord.training.trainer import History, build_network, fit, predict_logits
+from tumord.training.trainer import History, build_network, fit
 
 log = get_logger("tumord.train")
 
@@ -46,18 +47,19 @@ class Prepared:
 
 
 def prepare(data_dir: Path, cfg: dict, class_names: list[str] | None = None) -> Prepared:
-    t = cfg["train"]
+    train_cfg = cfg["train"]
     pre = Preprocess(size=cfg["preprocess"]["size"])
     listing = list_dataset(data_dir, class_names)
     images, thumbs = load_images(listing.files, pre, cfg["paths"]["cache"])
     labels = np.array(listing.labels)
-    groups = near_duplicate_groups(thumbs, t["dedup_similarity"])
-    split = group_split(labels, groups, t["val_fraction"], t["test_fraction"], t["split_seed"])
+    groups = near_duplicate_groups(thumbs, train_cfg["dedup_similarity"])
+    split = group_split(labels, groups, train_cfg["val_fraction"], train_cfg["test_fraction"],
+                        train_cfg["split_seed"])
     extra = None
-    if t["extra_data"]:
+    if train_cfg["extra_data"]:
         held_out = np.asarray(thumbs)[np.concatenate([split["val"], split["test"]])]
-        extra = load_extra(t["extra_data"], t["extra_classes"], listing.class_names, pre, cfg["paths"]["cache"],
-                           held_out, t["dedup_similarity"])
+        extra = load_extra(train_cfg["extra_data"], train_cfg["extra_classes"], listing.class_names, pre,
+                           cfg["paths"]["cache"], held_out, train_cfg["dedup_similarity"])
     return Prepared(listing, images, labels, groups, split, extra)
 
 
@@ -82,16 +84,16 @@ def _split_record(data: Prepared) -> dict:
 
 def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classifier | None = None) -> dict:
     """Trains, calibrates and evaluates; writes model.npz, report.json, report.png into staging."""
-    t = cfg["train"]
+    train_cfg = cfg["train"]
     class_names = init_from.class_names if init_from else None
     data = prepare(data_dir, cfg, class_names)
     names = data.listing.class_names
-    sp = data.split
-    if min(len(sp["train"]), len(sp["val"]), len(sp["test"])) == 0:
+    split = data.split
+    if min(len(split["train"]), len(split["val"]), len(split["test"])) == 0:
         raise ValueError(f"{data_dir}: too few images to split into train/validation/test ({len(data.labels)})")
     log.info("data", root=str(data_dir), images=len(data.labels), groups=int(len(np.unique(data.groups))),
-             train=len(sp["train"]), val=len(sp["val"]), test=len(sp["test"]))
-    rng = np.random.default_rng(t["seed"])
+             train=len(split["train"]), val=len(split["val"]), test=len(split["test"]))
+    rng = np.random.default_rng(train_cfg["seed"])
     net = build_network(cfg["model"], cfg["preprocess"]["size"], len(names), rng)
     if init_from is not None:
         if init_from.net.spec != net.spec or init_from.net.input_shape != net.input_shape:
@@ -100,16 +102,16 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
     if data.extra is not None:
         log.info("extra_data", folders=data.extra.summary)
     images, labels, train_idx = data.training_set()
-    hist: History = fit(net, images, labels, train_idx, sp["val"], t, rng, _progress)
+    hist: History = fit(net, images, labels, train_idx, split["val"], train_cfg, rng, _progress)
     del images, labels
 
-    y_va, y_te = data.labels[sp["val"]], data.labels[sp["test"]]
-    val_logits = predict_logits(net, data.images, sp["val"])
+    y_va, y_te = data.labels[split["val"]], data.labels[split["test"]]
+    val_logits = predict_logits(net, data.images, split["val"])
     temperature = fit_temperature(val_logits, y_va)
-    test_logits = predict_logits(net, data.images, sp["test"])
+    test_logits = predict_logits(net, data.images, split["test"])
     probs = softmax(test_logits / temperature)
-    metrics = evaluate(probs, y_te, names, t["negative_class"])
-    metrics["intervals"] = group_bootstrap(probs, y_te, data.groups[sp["test"]], names, t["negative_class"])
+    metrics = evaluate(probs, y_te, names, train_cfg["negative_class"])
+    metrics["intervals"] = group_bootstrap(probs, y_te, data.groups[split["test"]], names, train_cfg["negative_class"])
     calibration = {
         "temperature": temperature,
         "val_ece_before": expected_calibration_error(softmax(val_logits), y_va),
@@ -122,9 +124,9 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
         "images": int(len(data.labels)),
         "per_class": {n: int((data.labels == c).sum()) for c, n in enumerate(names)},
         "near_duplicate_groups": int(len(np.unique(data.groups))),
-        "split_seed": t["split_seed"],
-        "seed": t["seed"],
-        "split_sizes": {k: int(len(v)) for k, v in sp.items()},
+        "split_seed": train_cfg["split_seed"],
+        "seed": train_cfg["seed"],
+        "split_sizes": {k: int(len(v)) for k, v in split.items()},
         "extra_training_data": data.extra.summary if data.extra is not None else [],
         "epochs_run": len(hist.epochs), "best_epoch": hist.best_epoch, "train_seconds": round(hist.seconds, 1),
     }
@@ -135,7 +137,7 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
     report = {"model": {"version": meta["version"], "sha256": meta["weights_sha256"]}, "test": metrics,
               "calibration": calibration, "summary": summary, "history": hist.epochs, "split": _split_record(data)}
     (staging / "report.json").write_text(json.dumps(report, indent=1))
-    write_figure(staging / "report.png", hist.epochs, probs, y_te, metrics, t["negative_class"])
+    write_figure(staging / "report.png", hist.epochs, probs, y_te, metrics, train_cfg["negative_class"])
     print(format_metrics(metrics, f"Test split of {data_dir}"), file=sys.stderr)
     print(f"  calibration: temperature {temperature:.3f}, test ECE {calibration['test_ece_before']:.4f} -> "
           f"{calibration['test_ece_after']:.4f}", file=sys.stderr)

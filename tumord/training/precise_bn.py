@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tumord.data.images import to_input
+from tumord.model.predict import to_input
 from tumord.nn.layers import BatchNorm
 from tumord.nn.network import Network
 

@@ -11,15 +11,16 @@ from tumord.training.metrics import roc_curve
 
 
 def format_metrics(m: dict, title: str = "Evaluation") -> str:
-    iv = m.get("intervals")
+    intervals = m.get("intervals")
 
     def headline(label: str, key: str) -> str:
         line = f"  {label:<12} {m[key]:.4f}"
-        return line + (f"  ({iv[key][0]:.4f}-{iv[key][1]:.4f})" if iv else "")
+        return line + (f"  ({intervals[key][0]:.4f}-{intervals[key][1]:.4f})" if intervals else "")
 
+    about = (f"; {intervals['level']:.0%} intervals in brackets, from {intervals['resamples']} resamples of "
+             f"{intervals['groups']} near-duplicate groups") if intervals else ""
     lines = [
-        f"{title}: {m['n']} images" + (f"; {iv['level']:.0%} intervals in brackets, from {iv['resamples']} "
-                                      f"resamples of {iv['groups']} near-duplicate groups" if iv else ""),
+        f"{title}: {m['n']} images{about}",
         headline("accuracy", "accuracy"),
         headline("sensitivity", "sensitivity"),
         headline("specificity", "specificity"),

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from tumord.data.images import to_input
+from tumord.model.predict import predict_logits, to_input
 from tumord.nn.losses import softmax_cross_entropy
 from tumord.nn.network import Network, mlp_spec
 from tumord.nn.optim import make_optimizer
+from tumord.nn.schedules import make_schedule
 from tumord.training.precise_bn import recompute_batchnorm_statistics
 
 
@@ -32,26 +32,11 @@ def make_lr(cfg: dict, steps_per_epoch: int) -> Callable[[int], float]:
     """Learning rate at a global step, from the train settings."""
     lr, total = cfg["lr"], cfg["epochs"] * steps_per_epoch
     if cfg["schedule"] == "step":
-        return lambda step: lr * cfg["lr_decay"] ** (step // steps_per_epoch)
-    from tumord.nn.schedules import make_schedule
-
+        return make_schedule("step", base_lr=lr, decay_per_epoch=cfg["lr_decay"], steps_per_epoch=steps_per_epoch)
     if cfg["schedule"] == "warmup_cosine":
         return make_schedule("warmup_cosine", base_lr=lr, warmup_steps=cfg["warmup_epochs"] * steps_per_epoch,
                              total_steps=total, min_lr=lr * 1e-3)
     return make_schedule("one_cycle", max_lr=lr, total_steps=total)
-
-
-def predict_logits(net: Network, images: np.ndarray, idx: np.ndarray | None = None,
-                   batch_size: int = 128, pool: Executor | None = None) -> np.ndarray:
-    """Inference-mode logits for images[idx] (all images when idx is None), batch by batch;
-    with a pool, its threads take the batches in parallel (inference keeps no shared state)."""
-    idx = np.arange(len(images)) if idx is None else np.asarray(idx)
-
-    def one(start: int) -> np.ndarray:
-        return net.forward(to_input(np.asarray(images[idx[start : start + batch_size]]), net.input_shape))
-
-    starts = range(0, len(idx), batch_size)
-    return np.concatenate(list(pool.map(one, starts) if pool is not None and len(starts) > 1 else map(one, starts)))
 
 
 def mixup(x: np.ndarray, rng: np.random.Generator, alpha: float) -> tuple[np.ndarray, np.ndarray, float]:
@@ -89,8 +74,8 @@ def fit(net: Network, images: np.ndarray, labels: np.ndarray, train_idx: np.ndar
     if aug["enabled"]:
         from tumord.data.augment import augment_batch
 
-        kw = {k: aug[k] for k in ("flip", "rotate_deg", "scale", "shift", "brightness", "contrast")}
-        augment = lambda imgs: augment_batch(imgs, rng, **kw)  # noqa: E731
+        jitter = {k: aug[k] for k in ("flip", "rotate_deg", "scale", "shift", "brightness", "contrast")}
+        augment = lambda imgs: augment_batch(imgs, rng, **jitter)  # noqa: E731
     hist, best_loss, best_state, waited = History(), np.inf, None, 0
     start = time.monotonic()
     for epoch in range(1, cfg["epochs"] + 1):

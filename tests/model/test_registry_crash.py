@@ -1,7 +1,7 @@
 """kill -9 during training or promotion leaves the registry consistent; the next run cleans up.
 
 Real `tumord train` processes are killed with SIGKILL: at random moments, at a chosen epoch
-(read from the progress events), and at each rename of a promotion (tests/registry/crashpoint).
+(read from the progress events), and at each rename of a promotion (tests/model/crashpoint).
 After every kill: each visible version loads whole, current.json names a version that loads,
 and nothing half-written is visible; the leftovers are hidden work files the next run removes.
 """
@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from tests.registry.support import ROOT, check_registry, child_env, leftovers, register_tiny, workdir
-from tumord import registry
+from tests.support import ROOT, check_registry, child_env, leftovers, register_tiny, workdir
+from tumord.model import registry
 
 KEEP_NONE = {"registry": {"keep": 0, "gate": {"min_images": 10}}}  # every run prunes: its steps get killed too
 LONG = ("--set", "train.epochs=400", "--set", "train.patience=400")  # about a second of training
@@ -46,7 +46,7 @@ def train_cmd(root, *extra):
 
 
 def crashpoint(root, n, when):
-    args = [sys.executable, "-m", "tests.registry.crashpoint", str(root / "models"), str(n), when, "--",
+    args = [sys.executable, "-m", "tests.model.crashpoint", str(root / "models"), str(n), when, "--",
             "train", "--data", str(root / "data"), "--config", str(root / "config.yaml")]
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60, env=child_env())
 

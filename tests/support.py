@@ -1,4 +1,4 @@
-"""Shared pieces for the registry tests: small settings, a work folder, a registry check, the CLI."""
+"""Shared pieces for tests that run real tumord processes: small settings, a work folder, a registry check, the CLI."""
 from __future__ import annotations
 
 import json
@@ -16,9 +16,9 @@ import numpy as np
 import yaml
 
 from tests.synthetic import SMALL_MLP, scan, tiny_model, write_dataset
-from tumord import checkpoint, registry
+from tumord.model import checkpoint, registry
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 # a small network on 32x32 scans: a training run takes about a second
 SMALL = {

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from tests.synthetic import tiny_model
-from tumord import checkpoint
-from tumord.checkpoint import CheckpointError
+from tumord.model import checkpoint
+from tumord.model.checkpoint import CheckpointError
 
 
 @pytest.fixture

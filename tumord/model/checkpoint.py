@@ -19,9 +19,9 @@ import numpy as np
 from tumord import __version__
 from tumord.atomic import write_atomic
 from tumord.data.images import Preprocess
+from tumord.model.predict import chunk_size, predict_logits
 from tumord.nn.losses import softmax
 from tumord.nn.network import Network
-from tumord.training.trainer import predict_logits
 
 FORMAT = "tumord-model"
 FORMAT_VERSION = 1
@@ -49,11 +49,7 @@ class Classifier:
         self.class_names: list[str] = list(meta["class_names"])
         self.preprocess = Preprocess.from_dict(meta["preprocess"])
         self.temperature = float(meta.get("temperature", 1.0))
-        # convolutional inference is fastest in small chunks whose im2col buffers stay in cache
-        # (the shipped CNN, predictions alone: 480-500 scans/s in chunks of 2-6, 450 in chunks of
-        # 8, 345 in chunks of 32)
-        convolutional = any(s.get("type") == "conv2d" for s in meta["architecture"]["layers"])
-        self.batch_size = 4 if convolutional else 64
+        self.batch_size = chunk_size(meta["architecture"]["layers"])
 
     @property
     def identity(self) -> dict:

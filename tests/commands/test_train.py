@@ -4,9 +4,9 @@ import shutil
 
 import pytest
 
-from tests.registry.support import UNTRAINED, check_registry, leftovers, register_tiny, workdir
-from tumord import registry
+from tests.support import UNTRAINED, check_registry, leftovers, register_tiny, workdir
 from tumord.cli import main
+from tumord.model import registry
 
 
 @pytest.fixture(scope="module")

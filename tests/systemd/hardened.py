@@ -1,6 +1,6 @@
 """Runs the tumord CLI under the rule MemoryDenyWriteExecute=yes sets: no writable+executable memory.
 
-    python -m tests.registry.hardened train --data ...
+    python -m tests.systemd.hardened train --data ...
 
 The kernel's PR_SET_MDWE (Linux 6.3+, what systemd 257+ uses for this setting; older systemd
 installs a seccomp filter with the same rule) refuses W+X mappings and adding execute

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 
 from tumord.atomic import write_atomic
-from tumord.checkpoint import Classifier
-from tumord.data.images import to_input
+from tumord.model.checkpoint import Classifier
+from tumord.model.predict import to_input
 from tumord.nn.saliency import input_gradient
 
 

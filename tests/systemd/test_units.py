@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.registry.support import ROOT, Watch, child_env, drop_scan, wait_for_verdicts, workdir
-from tests.registry.hardened import UNAVAILABLE
+from tests.support import ROOT, Watch, child_env, drop_scan, wait_for_verdicts, workdir
+from tests.systemd.hardened import UNAVAILABLE
 
 UNITS = ["tumord.service", "tumord-train.service", "tumord-train.timer"]
 INSTALLED = "/opt/tumord/.venv/bin/tumord"
@@ -111,7 +111,7 @@ def small_training(root) -> list[str]:
 def test_training_works_without_writable_executable_memory(tmp_path):
     """MemoryDenyWriteExecute=yes: numpy, OpenBLAS, OpenCV and matplotlib train and plot under the rule."""
     root = workdir(tmp_path, per_class=40)
-    run = subprocess.run([sys.executable, "-m", "tests.registry.hardened", *small_training(root)], cwd=ROOT,
+    run = subprocess.run([sys.executable, "-m", "tests.systemd.hardened", *small_training(root)], cwd=ROOT,
                          capture_output=True, text=True, timeout=60, env=child_env())
     if run.returncode == UNAVAILABLE:
         pytest.skip(run.stderr.strip())
@@ -174,11 +174,11 @@ def test_train_and_watch_work_under_the_units_system_call_filter(tmp_path):
         return ["strace", "-f", "-qq", "-c", "-U", "name,calls", "-e", "trace=all", "-e", refuse,
                 "-o", str(tmp_path / name)]
 
-    trained = subprocess.run([*strace("train.txt"), sys.executable, "-m", "tests.registry.hardened",
+    trained = subprocess.run([*strace("train.txt"), sys.executable, "-m", "tests.systemd.hardened",
                               *small_training(root)], cwd=ROOT, capture_output=True, text=True, timeout=120,
                              env=child_env())
     assert trained.returncode in (0, UNAVAILABLE), trained.stderr[-3000:]
-    module = "tumord.cli" if trained.returncode == UNAVAILABLE else "tests.registry.hardened"
+    module = "tumord.cli" if trained.returncode == UNAVAILABLE else "tests.systemd.hardened"
     if module == "tumord.cli":  # the kernel lacks PR_SET_MDWE: train again without it
         trained = subprocess.run([*strace("train.txt"), sys.executable, "-m", module, *small_training(root)],
                                  cwd=ROOT, capture_output=True, text=True, timeout=120, env=child_env())

@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from tests.registry.support import (
+from tests.support import (
     UNTRAINED, Watch, check_registry, drop_scan, register_tiny, tumord, verdicts, wait_for_verdicts, workdir,
 )
-from tumord import registry
+from tumord.model import registry
 
 
 class Dropper(threading.Thread):

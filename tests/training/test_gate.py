@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from tests.registry.support import SMALL, register_tiny
+from tests.support import SMALL, register_tiny
 from tests.synthetic import tiny_model, write_dataset
-from tumord import registry
 from tumord.config import validate
+from tumord.model import registry
 from tumord.training.gate import judge, run_gate, unseen_by
 from tumord.training.pipeline import train
 

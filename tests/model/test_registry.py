@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from tests.registry.support import ROOT, leftovers
-from tumord import checkpoint, registry
+from tests.support import ROOT, leftovers
 from tumord.data.images import Preprocess
+from tumord.model import checkpoint, registry
 from tumord.nn.network import Network, mlp_spec
 
 
@@ -187,7 +187,7 @@ class TestLocks:
     def test_a_killed_holder_releases_the_lock(self, tmp_path):
         """The kernel drops a flock when its process dies, even by SIGKILL."""
         lock = tmp_path / "train.lock"
-        code = ("import sys, time; from tumord import registry\n"
+        code = ("import sys, time; from tumord.model import registry\n"
                 f"with registry.train_lock({str(lock)!r}):\n    print('held', flush=True); time.sleep(60)")
         child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                                  env=dict(os.environ, PYTHONPATH=str(ROOT)))

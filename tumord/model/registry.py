@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tumord import checkpoint
 from tumord.atomic import fsync_dir, write_atomic
-from tumord.checkpoint import CheckpointError
+from tumord.model import checkpoint
+from tumord.model.checkpoint import CheckpointError
 
 POINTER = "current.json"
 MODEL_FILE = "model.npz"
@@ -81,6 +81,11 @@ def current_version(models_dir: str | Path) -> str | None:
 
 
 # ---- locks ---------------------------------------------------------------------------------
+
+def lock_path(models_dir: str | Path, name: str) -> Path:
+    """The training lock file: registry.lock, relative to the models folder unless absolute."""
+    return Path(models_dir) / name  # an absolute name wins the join
+
 
 @contextmanager
 def train_lock(path: str | Path) -> Iterator[None]:

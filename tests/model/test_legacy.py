@@ -5,9 +5,9 @@ import pickle
 import numpy as np
 import pytest
 
-from tumord import checkpoint
 from tumord.cli import main
-from tumord.legacy import LegacyModelError, convert
+from tumord.model import checkpoint
+from tumord.model.legacy import LegacyModelError, convert
 
 
 def _legacy_dict(side=8, hidden=6, rng=np.random.default_rng(0)):

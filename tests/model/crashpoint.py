@@ -1,6 +1,6 @@
 """Runs the tumord CLI and SIGKILLs itself at the n-th rename into the models folder.
 
-    python -m tests.registry.crashpoint MODELS_DIR N before|after|list -- train --data ...
+    python -m tests.model.crashpoint MODELS_DIR N before|after|list -- train --data ...
 
 A test tool, not a hook in tumord: it wraps os.replace from outside, so the crash tests can
 stop a real process at each step of a promotion (publish, pointer switch, pruning), which

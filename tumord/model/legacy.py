@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tumord import checkpoint
 from tumord.data.images import Preprocess
+from tumord.model import checkpoint
 from tumord.nn.network import Network, mlp_spec
 
 _ALLOWED = {
@@ -71,13 +71,13 @@ def read_legacy(path: str | Path) -> dict:
     return obj
 
 
-def _pick(d: dict, path, *prefixes: str, required: bool = True):
-    keys = [k for k in d if isinstance(k, str) and k.startswith(prefixes)]
+def _pick(arrays: dict, path, *prefixes: str, required: bool = True):
+    keys = [k for k in arrays if isinstance(k, str) and k.startswith(prefixes)]
     if not keys:
         if required:
             raise LegacyModelError(f"{path}: lacks a {' or '.join(p + '*' for p in prefixes)} entry")
         return None
-    return np.asarray(d[sorted(keys)[0]], np.float32).reshape(-1)
+    return np.asarray(arrays[sorted(keys)[0]], np.float32).reshape(-1)
 
 
 def convert(old_path: str | Path, new_path: str | Path, class_names=("normal", "tumor"),
@@ -88,10 +88,10 @@ def convert(old_path: str | Path, new_path: str | Path, class_names=("normal", "
     so they are estimated from calibration_images when given, else left at mean 0 / variance 1
     and the metadata says so.
     """
-    d = read_legacy(old_path)
+    arrays = read_legacy(old_path)
     try:
-        w1 = np.asarray(d["weights_input_hidden"], np.float32)
-        w2 = np.asarray(d["weights_hidden_output"], np.float32)
+        w1 = np.asarray(arrays["weights_input_hidden"], np.float32)
+        w2 = np.asarray(arrays["weights_hidden_output"], np.float32)
     except KeyError as e:
         raise LegacyModelError(f"{old_path}: lacks {e.args[0]!r}; not an original tumord model") from None
     n_in, hidden = w1.shape
@@ -101,20 +101,21 @@ def convert(old_path: str | Path, new_path: str | Path, class_names=("normal", "
         raise LegacyModelError(f"{old_path}: weight shapes {w1.shape} and {w2.shape} do not form a square-input MLP")
     if len(class_names) != classes:
         raise LegacyModelError(f"{old_path}: has {classes} outputs; {len(class_names)} class names were given")
-    use_bn = bool(d.get("use_batch_norm", "gamma_hidden" in d or any(str(k).startswith("gamma") for k in d)))
+    has_gamma = "gamma_hidden" in arrays or any(str(k).startswith("gamma") for k in arrays)
+    use_bn = bool(arrays.get("use_batch_norm", has_gamma))
     net = Network((1, side, side), mlp_spec(hidden, classes, 0.2, batchnorm=use_bn))
     state = net.state_dict()
     state["1.W"][...] = w1
-    state["1.b"][...] = _pick(d, old_path, "bias_hidden")
+    state["1.b"][...] = _pick(arrays, old_path, "bias_hidden")
     out = "5" if use_bn else "4"
     state[f"{out}.W"][...] = w2
-    state[f"{out}.b"][...] = _pick(d, old_path, "bias_output")
+    state[f"{out}.b"][...] = _pick(arrays, old_path, "bias_output")
     bn_stats = "none"
     if use_bn:
-        state["2.gamma"][...] = _pick(d, old_path, "gamma")
-        state["2.beta"][...] = _pick(d, old_path, "beta")
-        mean, var = _pick(d, old_path, "running_mean", "moving_mean", required=False), \
-            _pick(d, old_path, "running_var", "moving_var", required=False)
+        state["2.gamma"][...] = _pick(arrays, old_path, "gamma")
+        state["2.beta"][...] = _pick(arrays, old_path, "beta")
+        mean, var = _pick(arrays, old_path, "running_mean", "moving_mean", required=False), \
+            _pick(arrays, old_path, "running_var", "moving_var", required=False)
         if mean is not None and var is not None:
             state["2.running_mean"][...], state["2.running_var"][...] = mean, var
             bn_stats = "from file"
