@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tumord.nn import parallel
+from tumord.nn.im2col import col2im, im2col
 from tumord.nn.layers import Layer
 
 
@@ -24,12 +24,8 @@ def _pair(v) -> tuple[int, int]:
 
 
 class Conv2D(Layer):
-    """Stride-1 convolution as im2col + one matrix product (forward, weight and input gradients).
-
-    The column buffer is (C_in, kh*kw, N, H_out, W_out): each of the kh*kw kernel taps is one
-    shifted slice copy of the whole batch, never a loop over pixels or images. Out-of-image
-    positions ('same' padding) are zero strips in the buffer, so the input is never padded.
-    """
+    """Stride-1 convolution as im2col (nn/im2col.py) + one matrix product (forward, weight and
+    input gradients)."""
 
     def __init__(self, in_channels: int, filters: int, kernel=3, padding: str = "same", bias: bool = True,
                  rng: np.random.Generator | None = None):
@@ -61,16 +57,6 @@ class Conv2D(Layer):
             raise ValueError(f"a {self.kh}x{self.kw} 'valid' convolution needs at least that input, got {h}x{w}")
         return h - self.kh + 1, w - self.kw + 1
 
-    def _taps(self, h: int, w: int, ho: int, wo: int):
-        """Per kernel tap: its index, the output rows/cols it reaches and the input offset."""
-        for ky in range(self.kh):
-            dy = ky - self.pad[0]
-            y0, y1 = max(0, -dy), min(ho, h - dy)
-            for kx in range(self.kw):
-                dx = kx - self.pad[1]
-                x0, x1 = max(0, -dx), min(wo, w - dx)
-                yield ky * self.kw + kx, slice(y0, y1), slice(x0, x1), slice(y0 + dy, y1 + dy), slice(x0 + dx, x1 + dx)
-
     def _buffer(self, name: str, shape, dtype, training: bool) -> np.ndarray:
         """Training keeps its buffers across steps (replaced when the batch shape changes): fresh
         arrays this large cost a page fault per 4 kB. Inference takes new ones every time, so
@@ -98,22 +84,8 @@ class Conv2D(Layer):
         ho, wo = self._out_hw(h, w)
         dtype = np.result_type(x.dtype, k.dtype)
         cols = self._buffer("cols", (c, self.kh * self.kw, n, ho, wo), dtype, training)
-        xc = x.transpose(1, 0, 2, 3)  # (C, N, H, W): free for channel-major input
-        taps = list(self._taps(h, w, ho, wo))
-
-        def im2col(cs, ns):
-            for t, oy, ox, iy, ix in taps:
-                dst = cols[cs, t, ns]
-                dst[:, :, oy, ox] = xc[cs, ns, iy, ix]
-                # zero the strips that fall outside the image (backward reuses the buffer for dcols)
-                dst[:, :, : oy.start] = 0
-                dst[:, :, oy.stop :] = 0
-                dst[:, :, :, : ox.start] = 0
-                dst[:, :, :, ox.stop :] = 0
-
         # inference stays in the caller's thread: the service already predicts on several
-        parallel.over_blocks(im2col, c, n, len(taps) * ho * wo * cols.itemsize, piece_bytes=1 << 22,
-                             inline=not training)
+        im2col(x.transpose(1, 0, 2, 3), cols, self.kh, self.kw, self.pad, inline=not training)
         out = self._buffer("out", (self.filters, n * ho * wo), dtype, training)
         np.matmul(k.reshape(self.filters, -1), cols.reshape(c * self.kh * self.kw, -1), out=out)
         if bias is not None:
@@ -137,21 +109,7 @@ class Conv2D(Layer):
         np.matmul(self.params["kernel"].reshape(self.filters, -1).T, g, out=cols2)
         h, w = self._in_hw
         dx = self._buffer("dx", (c, n, h, w), cols.dtype, training=True)
-        # col2im: every tap adds its shifted slice back. With 'same' padding the unshifted tap
-        # covers the whole image, so it initializes dx instead of a pass of zeros.
-        centre = self.pad[0] * self.kw + self.pad[1] if self.padding == "same" else None
-        all_taps = list(self._taps(h, w, ho, wo))
-
-        def col2im(cs, ns):
-            if centre is None:
-                dx[cs, ns] = 0
-            else:
-                dx[cs, ns] = cols[cs, centre, ns]
-            for t, oy, ox, iy, ix in all_taps:
-                if t != centre:
-                    dx[cs, ns, iy, ix] += cols[cs, t, ns, oy, ox]
-
-        parallel.over_blocks(col2im, c, n, h * w * cols.itemsize)
+        col2im(cols, dx, self.kh, self.kw, self.pad)
         return dx.transpose(1, 0, 2, 3)  # (C, N, H, W) memory, channel-major like the forward output
 
     def config(self):
