@@ -32,10 +32,13 @@ def _sliced_taps(kh, kw, pad, h, w, ho, wo):
         yield t, slice(y0, y1), slice(x0, x1), slice(y0 + dy, y1 + dy), slice(x0 + dx, x1 + dx)
 
 
-def _flat_range(shift: int, size: int) -> tuple[int, int]:
-    """The output positions [lo, hi) of a flattened image whose input (position + shift) exists."""
-    lo = min(size, max(0, -shift))
-    return lo, max(lo, size - max(0, shift))
+def _flat_taps(kh, kw, pad, h, w):
+    """Per tap: index, column offset dx, and the flat shift s with the output positions [lo, hi)
+    of a flattened image whose input position (+ s) exists."""
+    for t, dy, dx in _offsets(kh, kw, pad):
+        s = dy * w + dx
+        lo = min(h * w, max(0, -s))
+        yield t, dx, s, lo, max(lo, h * w - max(0, s))
 
 
 def _zero_wrapped(block: np.ndarray, dx: int) -> None:
@@ -56,11 +59,10 @@ def im2col(xc: np.ndarray, cols: np.ndarray, kh: int, kw: int, pad: tuple[int, i
     def piece(cs, ns):
         if same:
             src = xc[cs, ns].reshape(cs.stop - cs.start, ns.stop - ns.start, h * w)
-            for t, dy, dx in _offsets(kh, kw, pad):
+            for t, dx, s, lo, hi in _flat_taps(kh, kw, pad, h, w):
                 dst = cols[cs, t, ns]
                 flat = dst.reshape(src.shape)  # a view: the buffer is contiguous
-                lo, hi = _flat_range(dy * w + dx, h * w)
-                flat[..., lo:hi] = src[..., lo + dy * w + dx : hi + dy * w + dx]
+                flat[..., lo:hi] = src[..., lo + s : hi + s]
                 flat[..., :lo] = 0
                 flat[..., hi:] = 0
                 _zero_wrapped(dst, dx)
@@ -89,12 +91,11 @@ def col2im(dcols: np.ndarray, dx: np.ndarray, kh: int, kw: int, pad: tuple[int, 
             out = dx[cs, ns].reshape(cs.stop - cs.start, ns.stop - ns.start, h * w)
             centre = pad[0] * kw + pad[1]
             out[...] = dcols[cs, centre, ns].reshape(out.shape)
-            for t, dy, dxx in _offsets(kh, kw, pad):
+            for t, dxx, s, lo, hi in _flat_taps(kh, kw, pad, h, w):
                 if t != centre:
                     src = dcols[cs, t, ns]
                     _zero_wrapped(src, dxx)
-                    lo, hi = _flat_range(dy * w + dxx, h * w)
-                    out[..., lo + dy * w + dxx : hi + dy * w + dxx] += src.reshape(out.shape)[..., lo:hi]
+                    out[..., lo + s : hi + s] += src.reshape(out.shape)[..., lo:hi]
             return
         dx[cs, ns] = 0
         for t, oy, ox, iy, ix in _sliced_taps(kh, kw, pad, h, w, ho, wo):
