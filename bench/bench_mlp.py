@@ -159,7 +159,7 @@ def main():
             ("predict_b64_per_s", "img/s b64", "{:.0f}"), ("peak_rss_mb", "peak MB", "{:.0f}"))
     print(f"{'engine':<8}" + "".join(f"{title:>18}" for _, title, _ in keys))
     for name, rs in runs.items():
-        print(f"{name:<8}" + "".join(f"{spread([r[k] for r in rs], fmt):>18}" for k, _, fmt in keys))
+        print(f"{name:<8}" + "".join(f" {spread([r[k] for r in rs], fmt):>17}" for k, _, fmt in keys))
     if "torch" in runs:
         pairs = list(zip(runs["numpy"], runs["torch"]))
         print(f"numpy/torch time per epoch: {spread([a['epoch_s'] / b['epoch_s'] for a, b in pairs])} "
