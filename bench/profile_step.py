@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from pathlib import Path
@@ -68,7 +69,8 @@ def main() -> None:
     for i, u in enumerate(units):
         print(f"{i:2d} {type(u).__name__:<15}{fwd[i] / args.steps * 1e3:8.1f}{bwd[i] / args.steps * 1e3:8.1f}")
     s = np.array(steps) * 1e3
-    print(f"step ms min {s.min():.0f} median {np.median(s):.0f} max {s.max():.0f}")
+    print(f"step ms min {s.min():.0f} median {np.median(s):.0f} max {s.max():.0f}; "
+          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
 if __name__ == "__main__":
