@@ -16,6 +16,7 @@ import numpy as np
 import yaml
 
 from tests.synthetic import SMALL_MLP, scan, tiny_model, write_dataset
+from tumord.atomic import TEMP_PREFIX
 from tumord.model import checkpoint, registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def check_registry(models_dir: Path, expect_current: str | None = None) -> dict:
 def leftovers(models_dir: Path) -> list[str]:
     """Work files a killed run may leave (hidden, never read by anyone)."""
     return sorted(p.name for p in models_dir.iterdir()
-                  if p.name.startswith((registry.STAGING_PREFIX, registry.TRASH_PREFIX, ".current.json.")))
+                  if p.name.startswith((registry.STAGING_PREFIX, registry.TRASH_PREFIX, ".current.json.", TEMP_PREFIX)))
 
 
 class Watch:

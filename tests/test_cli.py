@@ -119,3 +119,27 @@ def test_an_existing_output_folder_is_refused_before_training(tmp_path, capsys):
     assert code == 2
     assert "already exists" in capsys.readouterr().err and not (tmp_path / "cache").exists()  # nothing trained
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
+
+
+def test_json_output_is_only_json_with_logs_on_stderr(trained, tmp_path):
+    """Issue 12 item 10: `eval --json` on a cold cache and `predict --json`, as real processes piped
+    like `| jq`: standard output is exactly one JSON document (eval) or one JSON line per image
+    (predict); the cache's progress log goes to standard error."""
+    import subprocess
+    import sys
+
+    from tests.support import child_env
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "tumord.cli", *args], cwd=trained, capture_output=True,
+                              text=True, timeout=120, env=child_env())
+
+    cold = run("eval", "--data", "data", "--json", "--set", f"paths.cache={tmp_path / 'cold-cache'}")
+    assert cold.returncode == 0, cold.stderr
+    assert json.loads(cold.stdout)["n"] == 160  # the whole of stdout is one JSON document
+    assert "decoding" in cold.stderr  # the log line that used to precede the JSON on stdout
+    img = tmp_path / "t.png"
+    cv2.imwrite(str(img), scan(True, np.random.default_rng(5), 64))
+    pred = run("predict", "--json", str(img), str(img))
+    assert pred.returncode == 0, pred.stderr
+    assert [json.loads(line)["file"] for line in pred.stdout.splitlines()] == [str(img), str(img)]

@@ -7,6 +7,7 @@ import sys
 
 from tumord import __version__
 from tumord.config import ConfigError
+from tumord.logs import setup_logging
 from tumord.model.checkpoint import CheckpointError
 
 # module name in tumord.commands for each subcommand, in the order `--help` lists them
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    setup_logging()  # every command logs to stderr: stdout carries only its output (--json, predictions)
     try:
         return int(args.run(args) or 0)
     except (ConfigError, CheckpointError, ValueError, OSError) as e:

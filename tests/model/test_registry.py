@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.support import ROOT, leftovers
+from tests.support import ROOT, leftovers, tumord
 from tumord.data.images import Preprocess
 from tumord.model import checkpoint, registry
 from tumord.nn.network import Network, mlp_spec
@@ -77,6 +77,22 @@ class TestPointer:
         with pytest.raises(checkpoint.CheckpointError):
             registry.promote(tmp_path, b)
         assert registry.current_version(tmp_path) == a
+
+    def test_promote_refuses_a_copied_version_folder(self, tmp_path):
+        """Issue 12 item 8: a version folder copied with `cp -a` under another name holds a model of
+        the original version; `tumord models promote` refuses it (exit 2, naming both versions), so
+        `models list`, the service and the verdicts keep agreeing on the current model."""
+        a, b = make_version(tmp_path / "models", 1), make_version(tmp_path / "models", 2)
+        registry.promote(tmp_path / "models", a)
+        copy = "20300101T000300Z-deadbeef"
+        subprocess.run(["cp", "-a", str(registry.versions_dir(tmp_path / "models") / b),
+                        str(registry.versions_dir(tmp_path / "models") / copy)], check=True)
+        run = tumord("models", "promote", copy, cwd=tmp_path)
+        assert run.returncode == 2 and copy in run.stderr and b in run.stderr, run.stderr
+        assert registry.current_version(tmp_path / "models") == a
+        listed = {r["version"]: r for r in json.loads(tumord("models", "list", "--json", cwd=tmp_path).stdout)}
+        assert listed[a]["current"] and b in listed[copy]["error"]
+        assert tumord("models", "promote", b, cwd=tmp_path).returncode == 0  # the original itself is fine
 
     def test_promote_does_not_override_a_pointer_moved_meanwhile(self, tmp_path):
         """With expect_current, a pointer someone else changed raises CurrentChanged and stays."""

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -67,6 +69,20 @@ def drop(folder: Path, name: str, data: bytes) -> Path:
     return folder / name
 
 
+def staged(w: "Watch", rng: np.random.Generator, n: int, prefix: str = "s", name: str = "{prefix}{i:03d}.png"
+           ) -> dict[str, str]:
+    """n distinct PNG scans in a staging folder beside input/ (not yet dropped); name -> SHA-256."""
+    staging = w.root / "staging"
+    staging.mkdir(exist_ok=True)
+    digests = {}
+    for i in range(n):
+        data = png(rng)
+        file = name.format(prefix=prefix, i=i)
+        (staging / file).write_bytes(data)
+        digests[file] = hashlib.sha256(data).hexdigest()
+    return digests
+
+
 def verdicts(output: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(output.glob("*.json"))]
 
@@ -93,8 +109,12 @@ def leftovers(output: Path) -> list[Path]:
 class Watch:
     """`python -m tumord.cli watch` as a child process; its JSON log lines are collected."""
 
-    def __init__(self, root: Path, watch: dict | None = None, args=(), env: dict | None = None):
-        self.root = root
+    def __init__(self, root: Path, watch: dict | None = None, args=(), env: dict | None = None, wrap=(),
+                 tool=()):
+        """wrap: a command the service runs under (setpriv); tool: a test tool module and its arguments
+        that runs the CLI (tests/service/stoppoint.py)."""
+        self.root, self.wrap = root, list(wrap)
+        self.module = ["-m", tool[0], *tool[1:], "--"] if tool else ["-m", "tumord.cli"]
         self.input, self.output, self.models = root / "input", root / "output", root / "models"
         self.input.mkdir(exist_ok=True)
         cfg = {"paths": {"input": "input", "output": "output", "models": "models"}, "watch": {**FAST, **(watch or {})}}
@@ -108,7 +128,7 @@ class Watch:
     def start(self) -> "Watch":
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
         env.update(PYTHONPATH=str(REPO), **self.env)
-        self.proc = subprocess.Popen([sys.executable, "-m", "tumord.cli", "watch", "--log-json", *self.args],
+        self.proc = subprocess.Popen([*self.wrap, sys.executable, *self.module, "watch", "--log-json", *self.args],
                                      cwd=self.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
         self.lines, self.raw = [], []
@@ -178,6 +198,56 @@ def service(tmp_path):
     yield factory
     for w in made:
         w.kill()
+
+
+class Notify:
+    """A socket standing in for systemd's notify socket: every STATUS=, WATCHDOG=1 and READY=1 it receives."""
+
+    def __init__(self):
+        self.name = f"tumord-test-{os.getpid()}-{time.monotonic_ns()}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.name)
+        self.sock.settimeout(0.1)
+        self.got: list[tuple[float, dict]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+        self._thread.start()
+
+    def env(self, watchdog_usec: int = 400000) -> dict:
+        return {"NOTIFY_SOCKET": "@" + self.name, "WATCHDOG_USEC": str(watchdog_usec)}
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65536).decode()
+            except TimeoutError:
+                continue
+            self.got.append((time.monotonic(), dict(line.split("=", 1) for line in data.splitlines() if "=" in line)))
+
+    def status(self) -> str:
+        return next((m["STATUS"] for _, m in reversed(self.got) if "STATUS" in m), "")
+
+    def wait_status(self, words: str, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while words not in self.status():
+            assert time.monotonic() < deadline, f"STATUS never said {words!r}; last: {self.status()!r}"
+            time.sleep(0.05)
+        return self.status()
+
+    def pings_since(self, t: float) -> int:
+        return sum(1 for at, m in self.got if at >= t and m.get("WATCHDOG") == "1")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def notify():
+    n = Notify()
+    yield n
+    n.close()
 
 
 @pytest.fixture

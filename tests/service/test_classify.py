@@ -13,11 +13,11 @@ from tumord.logs import get_logger
 from tumord.model import checkpoint
 from tumord.model.registry import current_model_path
 from tumord.service.classify import Classify, Limits, prepare
-from tumord.service.intake import Inflight, Ready
+from tumord.service.records import Inflight, Ready
 from tumord.service.ledger import Ledger
 from tumord.service.swap import ModelSlot
 
-LIMITS = Limits(max_pixels=25_000_000, max_bytes=10_000_000)
+LIMITS = Limits(max_pixels=25_000_000, max_bytes=10_000_000, stable_seconds=0)
 
 
 @pytest.fixture
@@ -63,10 +63,20 @@ class TestPrepare:
         (root / "corrupt.jpg").write_bytes(b"\xff\xd8" + bytes(rng.integers(0, 256, 300, dtype=np.uint8)))
         expect = {"folder.png": "is a folder", "pipe.png": "not a regular file", "link.png": "outside the input",
                   "huge.png": "the limit is", "scan.gif": "extension '.gif'", "corrupt.jpg": "corrupt JPEG"}
-        small = Limits(max_pixels=25_000_000, max_bytes=len(png(rng)) + 1000)
+        small = Limits(max_pixels=25_000_000, max_bytes=len(png(rng)) + 1000, stable_seconds=0)
         for name, words in expect.items():
             s = prepare(ready(root / name), str(root), model, small)
             assert s.image is None and s.error.startswith(name) and words in s.error, (name, s.error)
+
+    def test_a_file_that_may_still_be_growing_is_retried_not_failed(self, root, model, rng):
+        """A truncated PNG modified within stable_seconds is tried again later; once it has held
+        still that long and still does not decode, it fails."""
+        data = png(rng)
+        (root / "half.png").write_bytes(data[: len(data) // 2])
+        s = prepare(ready(root / "half.png"), str(root), model, Limits(25_000_000, 10**8, stable_seconds=5))
+        assert s.error is None and s.image is None and "truncated" in s.retry
+        s = prepare(ready(root / "half.png"), str(root), model, Limits(25_000_000, 10**8, stable_seconds=0))
+        assert s.retry is None and "truncated" in s.error
 
     def test_vanished_file_has_no_fingerprint(self, root, model):
         """A file gone before it is read is just dropped."""
@@ -82,7 +92,7 @@ class TestClassify:
             (root / f"s{i}.png").write_bytes(png(rng))
         out, inflight = queue.Queue(), Inflight()
         c = Classify(root=root, ready=queue.Queue(), out=out, slot=ModelSlot(model), ledger=ledger, limits=LIMITS,
-                     batch_size=8, threads=2, inflight=inflight, retry=lambda p: None, log=get_logger())
+                     batch_size=8, threads=2, inflight=inflight, retry=lambda p, why=None: None, log=get_logger())
         first = c.classify([ready(root / f"s{i}.png") for i in range(3)])
         assert first.model is model and all(s.probabilities is not None for s in first.scans)
         expected = model.predict(np.stack([cv2.imread(str(root / f"s{i}.png"), 0) for i in range(3)]))
@@ -110,7 +120,7 @@ class TestClassify:
             (root / n).write_bytes(png(rng))
         c = Classify(root=root, ready=queue.Queue(), out=queue.Queue(), slot=ModelSlot(cnn),
                      ledger=Ledger(tmp_path / "l.sqlite3"), limits=LIMITS, batch_size=16, threads=2,
-                     inflight=Inflight(), retry=lambda p: None, log=get_logger(), predict_threads=2)
+                     inflight=Inflight(), retry=lambda p, why=None: None, log=get_logger(), predict_threads=2)
         batch = c.classify([ready(root / n) for n in names])
         assert any(t.name.startswith("predict") for t in threading.enumerate())
         expected = cnn.predict(np.stack([cv2.resize(cv2.imread(str(root / n), 0), (32, 32),

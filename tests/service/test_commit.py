@@ -14,8 +14,9 @@ from tumord.logs import get_logger
 from tumord.model import checkpoint
 from tumord.model.registry import current_model_path
 from tumord.service.classify import Classify, Limits
-from tumord.service.commit import Commit, Counters, Folders, _move
-from tumord.service.intake import Inflight, Ready
+from tumord.service.commit import Commit
+from tumord.service.moves import move as _move
+from tumord.service.records import Counters, Folders, Inflight, Ready
 from tumord.service.ledger import Ledger
 from tumord.service.swap import ModelSlot
 from tumord.service.verdicts import VerdictCsv
@@ -46,8 +47,8 @@ class Stage:
 
     def batch(self, *names):
         c = Classify(root=self.folders.input, ready=queue.Queue(), out=queue.Queue(), slot=ModelSlot(self.model),
-                     ledger=self.ledger, limits=Limits(10**8, 10**8), batch_size=64, threads=2, inflight=Inflight(),
-                     retry=lambda p: None, log=get_logger())
+                     ledger=self.ledger, limits=Limits(10**8, 10**8, stable_seconds=0), batch_size=64, threads=2, inflight=Inflight(),
+                     retry=lambda p, why=None: None, log=get_logger())
         b = c.classify([Ready(str(self.folders.input / n), "2025-01-01T00:00:00.000Z", time.monotonic())
                         for n in names])
         c.pool.shutdown()
@@ -115,7 +116,7 @@ class TestCommit:
             stage.drop(n, png(rng))
         b = stage.batch(*names)
         updates = stage.commit.record(b.scans, b.model)
-        lines = "".join(u["csv_line"] for u in updates)
+        lines = "".join(u.csv_line for u in updates)
         with open(stage.csv.path, "ab") as f:
             f.write(lines.encode()[: len(lines) // 2])  # the crash cut the write in half
         assert stage.restart() == {"finished": 4, "abandoned": 0}
@@ -128,9 +129,9 @@ class TestCommit:
             stage.drop(n, png(rng))
         b = stage.batch(*names)
         updates = stage.commit.record(b.scans, b.model)
-        stage.csv.append("".join(u["csv_line"] for u in updates))
+        stage.csv.append("".join(u.csv_line for u in updates))
         for u, s in zip(updates, b.scans):
-            os.rename(s.path, u["moved_to"])
+            os.rename(s.path, u.moved_to)
         stage.restart()
         assert_exactly_once(stage, names)
 
@@ -162,8 +163,8 @@ class TestCommit:
         stage.drop("d.png", png(rng))
         b = stage.batch("d.png")
         updates = stage.commit.record(b.scans, b.model)
-        stage.csv.append("".join(u["csv_line"] for u in updates))
-        stage.ledger.done([updates[0]["id"]], "t")  # as if the rename had failed
+        stage.csv.append("".join(u.csv_line for u in updates))
+        stage.ledger.done([updates[0].id], "t")  # as if the rename had failed
         stage.commit.commit(stage.batch("d.png"))
         assert_exactly_once(stage, ["d.png"])
         assert stage.commit.counters.skipped == 1

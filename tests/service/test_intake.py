@@ -12,18 +12,18 @@ from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
 from tumord.logs import get_logger
-from tumord.service.intake import EVENT_FILTER, Inflight, Intake
+from tumord.service.intake import Intake
+from tumord.service.records import Inflight
 
 
 @contextlib.contextmanager
 def running(root, *, observer="native", watch=True, recursive=False, rescan=60.0, settle=0.05, stable=0.4):
     ready, inflight = queue.Queue(), Inflight()
-    intake = Intake(root, recursive=recursive, settle=settle, stable=stable, rescan_seconds=rescan,
-                    ready=ready, inflight=inflight, log=get_logger())
     obs = PollingObserver(timeout=0.1) if observer == "polling" else InotifyObserver(generate_full_events=True)
-    if watch:
-        obs.schedule(intake.handler, str(root), recursive=recursive, event_filter=EVENT_FILTER)
     obs.start()
+    intake = Intake(root, recursive=recursive, settle=settle, stable=stable, rescan_seconds=rescan,
+                    ready=ready, inflight=inflight, log=get_logger(), observer=obs if watch else None,
+                    writers=observer == "native")
     intake.start()
     try:
         yield intake, ready, inflight

@@ -4,6 +4,7 @@ import sqlite3
 import pytest
 
 from tumord.service.ledger import Fingerprint, Ledger
+from tumord.service.records import Verdict
 
 
 def fp(path="a.png", size=10, mtime=1, ino=7, sha="ab" * 32):
@@ -17,8 +18,8 @@ class TestLedger:
         led = Ledger(db)
         (row,) = led.receive([("a.abab", fp(), "2025-01-01T00:00:00.000Z")])
         assert row.state == "received" and row.name == "a.abab"
-        led.written([{"id": row.id, "name": row.name, "outcome": "classified", "label": "tumor", "error": None,
-                      "model": "v1", "csv_at": 100, "csv_line": "line\r\n", "moved_to": "/x/a.png"}])
+        led.written([Verdict(row.id, row.name, "classified", "/x/a.png", label="tumor", model="v1", csv_at=100,
+                             csv_line="line\r\n", csv_ino=5)])
         again = Ledger(db)
         (w,) = again.in_state("written")
         assert (w.csv_at, w.csv_line, w.moved_to) == (100, "line\r\n", "/x/a.png")
@@ -28,15 +29,31 @@ class TestLedger:
         led.close()
         again.close()
 
-    def test_find_matches_the_whole_fingerprint(self, tmp_path):
-        """Another inode, mtime, size or SHA-256 under the same name is another scan."""
+    def test_find_matches_what_was_judged_not_metadata(self, tmp_path):
+        """Another inode, SHA-256 or path is another scan; another mtime (touch, cp -p, rsync -t) is
+        not. Without a hash (bytes never read), size and mtime must match too."""
         led = Ledger(tmp_path / "l.sqlite3")
         led.receive([("a.1", fp(), "t")])
-        assert led.find(fp()) is not None
-        for other in (fp(ino=8), fp(mtime=2), fp(size=11), fp(sha="cd" * 32), fp(path="b.png"), fp(sha=None)):
+        assert led.find(fp()) is not None and led.find(fp(mtime=2)).name == "a.1"
+        for other in (fp(ino=8), fp(sha="cd" * 32), fp(path="b.png"), fp(sha=None)):
             assert led.find(other) is None
         led.receive([("a.2", fp(sha=None), "t")])
         assert led.find(fp(sha=None)).name == "a.2"  # NULL hashes match each other
+        assert led.find(fp(sha=None, mtime=2)) is None and led.find(fp(sha=None, size=11)) is None
+
+    def test_an_old_ledger_gains_the_new_columns(self, tmp_path):
+        """A ledger from before csv_ino and stayed opens, and keeps its rows."""
+        db = sqlite3.connect(tmp_path / "l.sqlite3")
+        db.execute("CREATE TABLE scans (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, path BLOB NOT NULL, "
+                   "sha256 TEXT, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ino INTEGER NOT NULL, "
+                   "received_at TEXT NOT NULL, state TEXT NOT NULL, outcome TEXT, label TEXT, error TEXT, "
+                   "model TEXT, csv_at INTEGER, csv_line TEXT, moved_to TEXT, finished_at TEXT)")
+        db.execute("INSERT INTO scans (name, path, size, mtime_ns, ino, sha256, received_at, state) "
+                   "VALUES ('a.1', ?, 10, 1, 7, ?, 't', 'received')", (b"a.png", "ab" * 32))
+        db.commit()
+        db.close()
+        led = Ledger(tmp_path / "l.sqlite3")
+        assert led.find(fp()).name == "a.1" and led.find(fp()).csv_ino is None
 
     def test_names_are_unique(self, tmp_path):
         """A name can be reserved once; name_taken reports it."""
@@ -51,7 +68,6 @@ class TestLedger:
         """drop() removes received rows and never a written or done one."""
         led = Ledger(tmp_path / "l.sqlite3")
         a, b = led.receive([("a", fp(), "t"), ("b", fp(ino=2), "t")])
-        led.written([{"id": b.id, "name": "b", "outcome": "failed", "label": None, "error": "bad", "model": None,
-                      "csv_at": None, "csv_line": None, "moved_to": "/f/b"}])
+        led.written([Verdict(b.id, "b", "failed", "/f/b", error="bad")])
         led.drop([a.id, b.id])
         assert [r.name for r in led.in_state("written")] == ["b"] and led.in_state("received") == []

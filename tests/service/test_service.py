@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
 import zlib
@@ -13,22 +14,15 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.service.conftest import csv_rows, drop, leftovers, ledger_rows, make_model, png, point, verdicts
+from tests.service.conftest import csv_rows, drop, leftovers, ledger_rows, make_model, png, point, staged, verdicts
 from tumord.model import checkpoint
 
 
 def drop_many(w, rng, n, prefix="scan"):
     """Writes n distinct PNGs to a staging folder, then renames them all into input/ at once."""
-    staging = w.root / "staging"
-    staging.mkdir(exist_ok=True)
-    digests = {}
-    for i in range(n):
-        data = png(rng)
-        name = f"{prefix} {i:04d}.png"
-        (staging / name).write_bytes(data)
-        digests[name] = hashlib.sha256(data).hexdigest()
+    digests = staged(w, rng, n, prefix, name="{prefix} {i:04d}.png")
     for name in digests:
-        os.replace(staging / name, w.input / name)
+        os.replace(w.root / "staging" / name, w.input / name)
     return digests
 
 
@@ -242,6 +236,25 @@ class TestModels:
         assert json.loads(next(w.output.glob("after.*.json")).read_text())["model"]["version"] == b_meta["version"]
         assert w.stop() == 0
         assert len(ledger_rows(w.output)) == len(digests) + 1 == len(verdicts(w.output))
+
+    def test_a_copied_version_folder_is_never_served(self, service, rng, tmp_path):
+        """Issue 12 item 8: current.json pointed by hand at a version folder copied with `cp -a`
+        under another name: the service refuses it and keeps serving, and verdicts name the model
+        that made them, as `models list` does."""
+        models = tmp_path / "models"
+        serving = json.loads((models / "current.json").read_text())["current"]
+        other = make_model(models, seed=5, promote=False)["version"]
+        copy = "20300101T000000Z-0000copy"
+        subprocess.run(["cp", "-a", str(models / "versions" / other), str(models / "versions" / copy)], check=True)
+        w = service().start()
+        w.wait_for("service.ready")
+        point(models, copy)
+        (refused,) = w.wait_for("model.refused", timeout=10)
+        assert copy in refused["reason"] and other in refused["reason"]
+        drop(w.input, "x.png", png(rng))
+        w.wait_for("scan.classified")
+        assert verdicts(w.output)[0]["model"]["version"] == serving and w.events("model.swapped") == []
+        assert w.stop() == 0
 
     def test_sighup_reloads_the_model(self, service, rng, tmp_path):
         """With --model FILE, SIGHUP loads the file again and later verdicts name the new model."""

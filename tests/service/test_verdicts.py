@@ -2,17 +2,9 @@
 import csv
 import json
 
-from tumord.service.verdicts import (
-    TEMP_PREFIX,
-    VerdictCsv,
-    base_name,
-    csv_columns,
-    csv_line,
-    neutralize,
-    sweep_temporaries,
-    to_json,
-    write_files,
-)
+from tumord.atomic import TEMP_PREFIX, sweep_temporaries
+from tumord.atomic import write_many as write_files
+from tumord.service.verdicts import VerdictCsv, base_name, csv_columns, csv_line, neutralize, to_json
 
 CLASSES = ["normal", "tumor"]
 
@@ -102,12 +94,12 @@ class TestCsv:
         path = tmp_path / "verdicts.csv"
         c = VerdictCsv(path, CLASSES)
         c.open()
-        at = c.size()
+        at = c.ensure().st_size
         lines = csv_line(verdict("a.png"), CLASSES) + csv_line(verdict("b.png"), CLASSES)
         c.append(lines)
         c.append(lines, at=at)  # the retry after a crash
         c.append(lines[:20], at=None)
         c.append(lines, at=at)
         assert [r[0] for r in read(path)[1:]] == ["a.png", "b.png"]
-        c.append(csv_line(verdict("c.png"), CLASSES), at=c.size() + 50)  # an offset past the end never pads
+        c.append(csv_line(verdict("c.png"), CLASSES), at=c.ensure().st_size + 50)  # an offset past the end never pads
         assert [r[0] for r in read(path)[1:]] == ["a.png", "b.png", "c.png"]

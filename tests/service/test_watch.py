@@ -28,12 +28,13 @@ def folder(tmp_path):
     ("watch:\n  settle_seconds: -1\n", ["config.yaml", "watch.settle_seconds", "positive"]),
     ("watch:\n  predict_threads: 0\n", ["config.yaml", "watch.predict_threads", "positive"]),
     ("watch:\n  on_success: shred\n", ["config.yaml", "watch.on_success", "archive, delete"]),
-    ("paths:\n  input: nowhere\n", ["config.yaml", "paths.input", "does not exist"]),
+    ("paths:\n  input: config.yaml\n", ["config.yaml", "paths.input", "not a folder"]),
     ("paths:\n  output: input\n", ["config.yaml", "paths.output", "inside the input folder"]),
     ("paths:\n  models: empty\n", ["current.json", "no current model"]),
 ])
 def test_config_problems_are_one_line_and_exit_2(folder, yaml_text, words):
-    """Unknown keys, wrong types, bad values, a missing input folder or model: one line naming them, exit 2."""
+    """Unknown keys, wrong types, bad values, an input "folder" that is a file, a missing model: one line
+    naming them, exit 2. (A missing input folder is waited for: test_faults.)"""
     (folder / "config.yaml").write_text(yaml_text)
     r = watch(folder)
     assert r.returncode == 2, r.stderr
@@ -42,10 +43,11 @@ def test_config_problems_are_one_line_and_exit_2(folder, yaml_text, words):
         assert w in r.stderr, r.stderr
 
 
-def test_missing_input_flag_folder_is_named(folder):
-    """--input pointing nowhere names the flag and the folder."""
-    r = watch(folder, "--input", "absent")
-    assert r.returncode == 2 and "--input absent" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+def test_input_flag_naming_a_file_is_named(folder):
+    """--input pointing at a file names the flag and the path."""
+    (folder / "notes.txt").write_text("x")
+    r = watch(folder, "--input", "notes.txt")
+    assert r.returncode == 2 and "--input notes.txt" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_output_folders_are_created_and_a_second_instance_is_refused(folder):

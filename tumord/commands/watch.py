@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:  # set directly: a path is not YAML to parse
             cfg["paths"][key] = str(value)
-            if key == "input" and not value.is_dir():
-                raise ConfigError(f"{flag} {value}: the input folder does not exist or is not a folder")
+            if key == "input" and value.exists() and not value.is_dir():
+                raise ConfigError(f"{flag} {value}: not a folder")
     settings = Settings.from_config(cfg, source, model_file=args.model)
     setup_logging(json_lines=args.log_json)
     return Service(settings, get_logger("tumord.watch")).run()

@@ -160,6 +160,13 @@ TABLE: dict[str, Any] = {
                              **POSITIVE),
         "drain_seconds": Key(8.0, "SIGTERM/SIGINT: longest wait for scans in flight before exiting", **POSITIVE),
         "explain": Key(False, "also write <verdict>.png beside each verdict: a heat map of what drove it"),
+        "temporary_names": Key([".*", "~$*", "*.part", "*.partial", "*.filepart", "*.tmp", "*.temp", "*.crdownload",
+                                "*.download", "*.swp", "*~"],
+                               "names of files still being written or uploaded (fnmatch patterns, any case):\n"
+                               "never judged, waited for until renamed (WinSCP .filepart, browsers'\n"
+                               ".crdownload and .download, Office ~$ files)"),
+        "retry_seconds": Key(3600.0, "a scan that cannot be read yet (permission denied) is retried with\n"
+                                     "back-off this long, then failed with what to do", **POSITIVE),
     },
 }
 

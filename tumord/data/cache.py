@@ -33,14 +33,6 @@ def _decode(path: Path, pre: Preprocess):
     return resize(gray, pre), thumb
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, arr)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def load_images(files: list[Path], pre: Preprocess, cache_dir: str | Path | None,
                 workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Returns (images (N,size,size), thumbs (N,32,32)) uint8 for the files, in order.
@@ -83,8 +75,8 @@ def load_images(files: list[Path], pre: Preprocess, cache_dir: str | Path | None
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "index.json").unlink(missing_ok=True)  # no index: a half-rewritten cache is not trusted
-            _save_npy(folder / "images.npy", images)
-            _save_npy(folder / "thumbs.npy", out_thumbs)
+            write_atomic(folder / "images.npy", lambda f: np.save(f, images))
+            write_atomic(folder / "thumbs.npy", lambda f: np.save(f, out_thumbs))
             write_atomic(folder / "index.json", json.dumps(stamps))
     return images, out_thumbs
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tumord.atomic import fsync_dir, write_atomic
+from tumord.atomic import TEMP_PREFIX, fsync_dir, write_atomic
 from tumord.model import checkpoint
 from tumord.model.checkpoint import CheckpointError
 
@@ -197,7 +197,20 @@ def resolve(models_dir: str | Path, name: str) -> str:
 
 
 def _check_loads(models_dir: str | Path, version: str) -> None:
-    checkpoint.load(versions_dir(models_dir) / version / MODEL_FILE)  # CheckpointError says what is wrong
+    model_file = versions_dir(models_dir) / version / MODEL_FILE
+    check_folder(model_file, checkpoint.load(model_file).identity["version"])  # CheckpointError says what is wrong
+
+
+def check_folder(model_file: Path, own_version: str) -> None:
+    """Refuses a model whose version folder is named after another version.
+
+    A version folder copied by hand under another name still holds a model stamped with the
+    original version; serving it would make `models list`, the service and the verdicts disagree.
+    """
+    folder = Path(model_file).parent.name
+    if folder != own_version:
+        raise CheckpointError(f"{model_file}: the folder is named {folder} but the model in it is version "
+                              f"{own_version}; promote {own_version} itself, a copied version folder is never served")
 
 
 def promote(models_dir: str | Path, version: str, expect_current: str | None | object = ANY) -> str | None:
@@ -272,6 +285,10 @@ def describe(models_dir: str | Path) -> list[dict]:
         except CheckpointError as e:
             rows.append({**row, "error": str(e)})
             continue
+        if meta.get("version") != name:  # a version folder copied by hand: never served (see _check_loads)
+            rows.append({**row, "error": f"the model in this folder is version {meta.get('version')}; "
+                                        "a copied version folder is never served"})
+            continue
         report = read_report(models_dir, name) or {}
         test = report.get("test") or meta.get("metrics", {}).get("test") or {}
         gate = report.get("gate")
@@ -317,11 +334,11 @@ def clean_stale(models_dir: str | Path) -> list[str]:
     if not models_dir.is_dir():
         return []
     removed = []
-    with pointer_lock(models_dir):  # a promote in flight may own a .current.json.*.tmp right now
+    with pointer_lock(models_dir):  # a promote in flight may own a temporary pointer file right now
         for p in models_dir.iterdir():
             if p.name.startswith((STAGING_PREFIX, TRASH_PREFIX)) and p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
-            elif p.name.startswith(f".{POINTER}.") and p.name.endswith(".tmp"):
+            elif p.name.startswith((f".{POINTER}.", f"{TEMP_PREFIX}{POINTER}.")) and p.name.endswith(".tmp"):
                 p.unlink(missing_ok=True)
             else:
                 continue

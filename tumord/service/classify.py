@@ -4,9 +4,15 @@ Per file, in a thread pool (reading, hashing, OpenCV decoding and resizing relea
 the safety checks, the bytes and their SHA-256, the header check, decoding and resizing.
 Then one prediction for the whole batch with the model the batch started with. Every way a
 file can be bad ends as a `Scan` with an `error` for a person; nothing here stops the service.
+
+Not every failure is final. A file that cannot be read (permission denied) is retried with
+back-off for `retry_seconds`, then failed with what to do. A file that does not decode while it
+may still be growing (modified within `stable_seconds`) is retried; only one that stayed
+unchanged and still does not decode is failed. No partial image is ever classified.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import queue
@@ -14,7 +20,7 @@ import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,50 +28,37 @@ from tumord.data.images import ImageError, decode_gray, resize
 from tumord.model.checkpoint import Classifier
 from tumord.model.explain import explanation_png
 from tumord.service import safety
-from tumord.service.intake import Inflight, Ready, utc_now
-from tumord.service.ledger import Fingerprint, Ledger, Row
+from tumord.service.ledger import Fingerprint, Ledger
+from tumord.service.records import Batch, Inflight, Ready, Scan, utc_now
 from tumord.service.stability import signature
-from tumord.service.verdicts import printable
+from tumord.service.worker import Worker
 
-
-@dataclass(eq=False)
-class Scan:
-    ready: Ready
-    rel: str  # path relative to the input folder (may hold undecodable bytes as surrogates)
-    fingerprint: Fingerprint | None = None
-    image: np.ndarray | None = None
-    error: str | None = None  # why it failed, in words for a person
-    changed: bool = False  # modified while being read: not complete after all
-    previous: Row | None = None  # its row from an earlier attempt, if any
-    probabilities: np.ndarray | None = None
-    classified_at: str = ""
-    explanation: bytes | None = None  # heat-map PNG, when the service is asked to explain
-
-    @property
-    def path(self) -> str:
-        return self.ready.path
-
-    @property
-    def shown(self) -> str:
-        """The relative path as verdicts, errors and logs report it."""
-        return printable(self.rel)
-
-    @property
-    def already_done(self) -> bool:
-        """Judged and recorded before; only its move out of the folder is left."""
-        return self.previous is not None and self.previous.state == "done"
-
-
-@dataclass
-class Batch:
-    model: Classifier
-    scans: list[Scan] = field(default_factory=list)
+UNREADABLE_ADVICE = ("give the tumord service's user read permission on the file (and its folder), then move "
+                     "the file from failed/ back into the input folder")
 
 
 @dataclass
 class Limits:
     max_pixels: int
     max_bytes: int
+    stable_seconds: float = 2.0  # a file modified this recently may still be growing
+    retry_seconds: float = 3600.0  # how long a file that cannot be judged yet is tried again
+
+
+def _retry_or_fail(scan: Scan, limits: Limits, reason: str, advice: str | None = None) -> Scan:
+    """Try again later while within retry_seconds of the first attempt; then fail for good."""
+    since = scan.ready.retrying_since
+    waited = 0.0 if since is None else time.monotonic() - since
+    if waited < limits.retry_seconds:
+        scan.retry = reason
+    else:
+        scan.error = f"{scan.shown} {reason}" + (f", still after {waited:.0f} s of retrying" if since else "")
+        scan.advice = advice
+    return scan
+
+
+def _may_be_growing(st: os.stat_result, limits: Limits) -> bool:
+    return time.time() - max(st.st_mtime, st.st_ctime) < limits.stable_seconds
 
 
 def prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
@@ -92,6 +85,8 @@ def prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
             return fail(reason)
     try:
         st = os.stat(path)
+    except PermissionError as e:
+        return _retry_or_fail(scan, limits, f"cannot be read ({e.strerror})", UNREADABLE_ADVICE)
     except OSError as e:
         return fail(f"cannot be read ({e.strerror})")
     if not stat.S_ISREG(st.st_mode):
@@ -106,24 +101,32 @@ def prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
             scan.changed = True
             return scan
     except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return _retry_or_fail(scan, limits, f"cannot be read ({e.strerror})", UNREADABLE_ADVICE)
         return fail(f"cannot be read ({e.strerror})")
     scan.fingerprint = Fingerprint.of(rel, lst, hashlib.sha256(data).hexdigest())
     try:
         safety.check_suffix(shown)
-        safety.check_image(data, shown, limits.max_pixels)
-        scan.image = resize(decode_gray(data, shown), model.preprocess)
     except ImageError as e:
         return fail(e.reason)
-    except Exception as e:  # a decoder failing in some new way is still just a bad file
-        return fail(f"could not be decoded ({type(e).__name__}: {e})")
+    try:
+        safety.check_image(data, shown, limits.max_pixels)
+        scan.image = resize(decode_gray(data, shown), model.preprocess)
+    except Exception as e:  # ImageError, or a decoder failing in some new way: still just a bad file
+        reason = e.reason if isinstance(e, ImageError) else f"could not be decoded ({type(e).__name__}: {e})"
+        if _may_be_growing(st, limits):  # perhaps a writer that paused: judge it once it holds still
+            return _retry_or_fail(scan, limits, reason)
+        return fail(reason)
     return scan
 
 
-class Classify(threading.Thread):
+class Classify(Worker):
     def __init__(self, *, root, ready: queue.Queue, out: queue.Queue, slot, ledger: Ledger, limits: Limits,
                  batch_size: int, threads: int, inflight: Inflight, retry, log, explain: bool = False,
-                 predict_threads: int = 1):
-        super().__init__(name="classify", daemon=True)
+                 predict_threads: int = 1, after: threading.Event | None = None):
+        """after: an event to wait for before the first batch (the commit stage's start-up recovery)."""
+        super().__init__("classify")
+        self.after = after
         self.root = os.path.abspath(root)
         self.ready, self.out, self.slot, self.ledger = ready, out, slot, ledger
         self.limits, self.batch_size, self.inflight, self.retry, self.log = limits, batch_size, inflight, retry, log
@@ -133,23 +136,20 @@ class Classify(threading.Thread):
         self.predict_pool = ThreadPoolExecutor(predict_threads, thread_name_prefix="predict") \
             if predict_threads > 1 else None
         self.explain = explain
-        self.stopping = threading.Event()
-        self.heartbeat = time.monotonic()
-
-    def stop(self) -> None:
-        """Finish the batch in hand, then end; files still queued stay in the folder for next time."""
-        self.stopping.set()
 
     def run(self) -> None:
-        """Decodes batch k+1 in the pool while batch k is predicted, so both cores stay busy."""
+        """Decodes batch k+1 in the pool while batch k is predicted, so both cores stay busy. Once
+        stopped, finishes the batch in hand; files still queued stay in the folder for next time."""
         pending = None
+        while self.after is not None and not self.after.wait(0.5):
+            self.beat()
         try:
             while True:
-                self.heartbeat = time.monotonic()
+                self.beat()
                 items = [] if self.stopping.is_set() else self._take(block=pending is None)
                 started = self.start_batch(items) if items else None
                 if pending is not None:
-                    self.out.put(self.finish_batch(*pending))
+                    self._hand_over(self.finish_batch(*pending))
                 pending = started
                 if pending is None and self.stopping.is_set():
                     return
@@ -157,7 +157,16 @@ class Classify(threading.Thread):
             self.pool.shutdown(wait=True)
             if self.predict_pool is not None:
                 self.predict_pool.shutdown(wait=True)
-            self.out.put(None)  # tells the commit stage nothing more comes
+
+    def _hand_over(self, batch: Batch) -> None:
+        """Waits while the commit stage is busy (a slow or full disk), still showing it is alive."""
+        while True:
+            self.beat()
+            try:
+                self.out.put(batch, timeout=1.0)
+                return
+            except queue.Full:
+                continue
 
     def _take(self, block: bool) -> list[Ready]:
         try:
@@ -189,6 +198,12 @@ class Classify(threading.Thread):
                 self.retry(scan.path)
                 self.log.info("scan.skipped", file=scan.shown,
                               reason="changed while being read; waiting for it to settle")
+            elif scan.retry:
+                self.inflight.discard(scan.path)
+                self.retry(scan.path, scan.retry)
+                if scan.ready.retrying_since is None:  # logged once, not at every attempt
+                    self.log.info("scan.waiting", file=scan.shown, reason=scan.retry,
+                                  action="tried again later; failed only if it stays like this")
             else:
                 scan.previous = self.ledger.find(scan.fingerprint)
                 batch.scans.append(scan)

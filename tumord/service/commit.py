@@ -4,7 +4,7 @@ For each batch (one thread, one batch at a time):
 
   1. ledger: reserve a unique name per new scan                       -> state received
   2. write <name>.json (verdict) or failed/<name>.error.json: temp file, fsync, rename, fsync folder
-  3. ledger: the CSV lines and their byte offsets                      -> state written
+  3. ledger: the CSV lines, their byte offsets and the CSV's inode     -> state written
   4. verdicts.csv: cut back to the batch's first offset, append, fsync
   5. move each input to archive/ or failed/ (or delete it), fsync both folders
   6. ledger                                                            -> state done
@@ -16,78 +16,114 @@ Steps 4 to 6 are `finish()`, which start-up runs too. After kill -9 at any point
     step 5); it is found again, `Ledger.find` returns the row, and the verdict is written again
     under the same name (rename replaces a whole file, so there is still exactly one). If the
     file vanished or changed meanwhile, start-up deletes that verdict and the row.
-  - between 3 and 6: the rows are `written`; start-up's `finish()` truncates verdicts.csv to the
-    batch's first offset (dropping a partial or complete earlier attempt), appends the stored
-    lines, moves inputs that are still there (a file already moved is not found, so moving
-    twice is harmless), and marks the rows done.
+  - between 3 and 6: the rows are `written`; `finish()` truncates verdicts.csv to the batch's
+    first offset (dropping a partial or complete earlier attempt), appends the stored lines,
+    moves inputs that are still there (a file already moved is not found, so moving twice is
+    harmless), and marks the rows done. If verdicts.csv was rotated (renamed or deleted) since
+    the offsets were stored, they are first moved to the end of a new file, in the ledger.
   - after 6: nothing left to do.
 
 A scan whose row is `done` but whose file is still in input/ (its move failed, e.g. no
 permission) is only moved again, never judged twice.
+
+A step that fails (a full disk, a read-only file system) is retried with back-off while the
+batch stays in hand: nothing leaves input/ before its verdict is durable, STATUS says why, and
+work resumes by itself. On SIGTERM a retry is abandoned; the next start completes the batch.
 """
 from __future__ import annotations
 
-import errno
 import os
 import queue
-import shutil
 import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
-from tumord import __version__
-from tumord.service.classify import Batch, Scan
-from tumord.service.intake import Inflight, utc_now
+from tumord.atomic import fsync_dir, write_many
+from tumord.service import moves
 from tumord.service.ledger import Ledger, Row
-from tumord.service.verdicts import TEMP_PREFIX, VerdictCsv, base_name, csv_line, printable, to_json, write_files
+from tumord.service.records import Batch, Counters, Folders, Scan, Verdict, printable, utc_now
+from tumord.service.verdicts import (
+    VerdictCsv,
+    base_name,
+    csv_line,
+    error_record,
+    mark_changed_after,
+    to_json,
+    verdict_record,
+)
+from tumord.service.worker import Worker, problem
+
+MAX_RETRY_SECONDS = 5.0  # longest pause between attempts at a failing step
 
 
-@dataclass
-class Folders:
-    input: Path
-    output: Path
-    archive: Path
-    failed: Path
-    delete_classified: bool
+class Abandoned(Exception):
+    """A failing step was given up because the service is stopping; the next start completes it."""
 
 
-class Counters:
-    def __init__(self):
-        self.classified = self.failed = self.skipped = 0
-        self.lock = threading.Lock()
-
-    def add(self, **kw) -> None:
-        with self.lock:
-            for k, v in kw.items():
-                setattr(self, k, getattr(self, k) + v)
-
-
-class Commit(threading.Thread):
+class Commit(Worker):
     def __init__(self, *, batches: queue.Queue, ledger: Ledger, csv: VerdictCsv, folders: Folders,
-                 inflight: Inflight, counters: Counters, log):
-        super().__init__(name="commit", daemon=True)
+                 inflight, counters: Counters, log, upstream: threading.Thread | None = None):
+        super().__init__("commit")
         self.batches, self.ledger, self.csv, self.folders = batches, ledger, csv, folders
-        self.inflight, self.counters, self.log = inflight, counters, log
+        self.inflight, self.counters, self.log, self.upstream = inflight, counters, log, upstream
         self.io = ThreadPoolExecutor(16, thread_name_prefix="fsync")  # parallel fsyncs share journal commits
-        self.heartbeat = time.monotonic()
-        self.stopping = threading.Event()
+        self.recovered: dict | None = None
+        # set once start-up recovery is over: batches judged before it could hold rows it changes
+        self.started = threading.Event()
 
     def run(self) -> None:
+        """Recovers, then commits batches until stopped and the classifier has handed over its last."""
+        abandoned = False
         try:
+            try:
+                self.retrying("start-up", self.start_up)
+            except Abandoned:
+                abandoned = True
+            self.started.set()
             while True:
-                self.heartbeat = time.monotonic()
+                self.beat()
                 try:
-                    batch = self.batches.get(timeout=1.0)
+                    batch = self.batches.get(timeout=0.5)
                 except queue.Empty:
+                    if self.stopping.is_set() and not (self.upstream and self.upstream.is_alive()):
+                        return
                     continue
-                if batch is None:
-                    return
-                self.commit(batch)
+                if abandoned:  # stopping with the disk still refusing: these scans wait in input/
+                    self._release(batch.scans)
+                    continue
+                try:
+                    self.commit(batch)
+                except Abandoned:
+                    abandoned = True
         finally:
             self.io.shutdown(wait=True)
+
+    def retrying(self, step: str, work):
+        """work(), again with back-off while it fails; reports the trouble once and its end."""
+        delay = 0.25
+        while True:
+            self.beat()
+            try:
+                result = work()
+            except (OSError, sqlite3.Error) as e:
+                reason, waiting = problem(e, self.folders.output)
+                if self.report(reason, waiting):
+                    self.log.error("output.waiting" if waiting else "output.failing", reason=reason, step=step,
+                                   detail=str(e), action="retrying; the scans stay in the input folder until then")
+                if self.stopping.wait(delay):
+                    raise Abandoned from e
+                delay = min(delay * 2, MAX_RETRY_SECONDS)
+                continue
+            old = self.resolved()
+            if old is not None:
+                self.log.info("output.resumed", reason=old.reason, after_s=round(time.monotonic() - old.since, 1))
+            return result
+
+    def _release(self, scans: list[Scan]) -> None:
+        for s in scans:
+            self.inflight.discard(s.path)
 
     # --- one batch -------------------------------------------------------------------------
     def commit(self, batch: Batch) -> None:
@@ -98,172 +134,177 @@ class Commit(threading.Thread):
         if not scans:
             return
         try:
-            updates = self.record(scans, batch.model)
-        except (OSError, sqlite3.Error) as e:  # e.g. a full disk: nothing has left input/, so all is retried
-            self.log.error("output.write_failed", reason=str(e), files=len(scans))
-            for s in scans:
-                self.inflight.discard(s.path)
-            time.sleep(1.0)
-            return
-        self.finish_until_done()
-        for scan, update in zip(scans, updates):
+            verdicts = self.retrying("record", lambda: self.record(scans, batch.model))
+            _, stayed = self.retrying("finish", self.finish)
+        except Abandoned:
+            self._release(scans)
+            raise
+        for scan, v in zip(scans, verdicts):
             self.inflight.discard(scan.path)
-            latency = round((time.monotonic() - scan.ready.ready_at) * 1000, 1)
-            if update["outcome"] == "classified":
-                self.counters.add(classified=1)
-                self.log.info("scan.classified", file=scan.shown, label=update["label"],
-                              confidence=round(float(scan.probabilities.max()), 4), model=update["model"],
-                              verdict=update["name"] + ".json", latency_ms=latency)
-            else:
-                self.counters.add(failed=1)
-                self.log.warning("scan.failed", file=scan.shown, reason=update["error"], moved_to=update["moved_to"])
+            self._log_outcome(v, scan.shown, latency_ms=round((time.monotonic() - scan.ready.ready_at) * 1000, 1),
+                              **({"replaces": scan.replaces + ".json"} if scan.replaces else {}))
+        self._log_stayed(stayed)
 
-    def record(self, scans: list[Scan], model) -> list[dict]:
+    def _log_outcome(self, v: Verdict | Row, shown: str, **extra) -> None:
+        if v.outcome == "classified":
+            self.counters.add(classified=1)
+            self.log.info("scan.classified", file=shown, label=v.label, model=v.model, verdict=v.name + ".json",
+                          **extra)
+        else:
+            self.counters.add(failed=1)
+            self.log.warning("scan.failed", file=shown, reason=v.error, moved_to=v.moved_to, **extra)
+
+    def _log_stayed(self, rows: list[Row]) -> None:
+        for r in rows:
+            self.log.warning("scan.changed_after_judging", file=printable(r.fingerprint.path), verdict=r.name + ".json",
+                             note="not archived; its new content is judged again and that verdict names this one")
+
+    def record(self, scans: list[Scan], model) -> list[Verdict]:
         """Steps 1 to 3: names reserved, verdict and error files durable, rows `written`."""
         rows = self._reserve(scans)
-        updates, files = [], []
+        verdicts, files = [], []
         for scan, row in zip(scans, rows):
-            update, record, target = self._outcome(scan, row, model)
-            updates.append(update)
+            verdict, record, target = self._outcome(scan, row, model)
+            verdicts.append(verdict)
             files.append((target, to_json(record)))
             if scan.explanation is not None and scan.error is None:
                 files.append((self.folders.output / record["explanation"], scan.explanation))
-        write_files(files, self.io)
-        at = self.csv.size()
-        for u in updates:
-            if u["csv_line"] is not None:
-                u["csv_at"] = at
-                at += len(u["csv_line"].encode("utf-8"))
-        self.ledger.written(updates)
-        return updates
+        write_many(files, self.io)
+        st = self.csv.ensure()
+        at = st.st_size
+        for v in verdicts:
+            if v.csv_line is not None:
+                v.csv_at, v.csv_ino = at, st.st_ino
+                at += len(v.csv_line.encode("utf-8"))
+        self.ledger.written(verdicts)
+        return verdicts
 
     def _reserve(self, scans: list[Scan]) -> list[Row]:
-        """Rows for new scans (step 1); scans seen before keep their row and name."""
+        """Rows for new scans (step 1); scans seen before keep their row and name. A retry after a
+        failure finds the rows of its first attempt in `previous`."""
         new, taken = [], set()
         for s in scans:
             if s.previous is None:
+                s.replaces = self.ledger.stayed(s.fingerprint.path)
                 base = base_name(s.shown, s.fingerprint.sha256, s.ready.received_at)
                 name, n = base, 1
                 while name in taken or self.ledger.name_taken(name) or self._files_exist(name, s.shown):
                     n += 1
                     name = f"{base}-{n}"
                 taken.add(name)
-                new.append((name, s.fingerprint, s.ready.received_at))
-        fresh = iter(self.ledger.receive(new))
-        return [s.previous if s.previous is not None else next(fresh) for s in scans]
+                new.append((s, name))
+        for (s, _), row in zip(new, self.ledger.receive([(n, s.fingerprint, s.ready.received_at) for s, n in new])):
+            s.previous = row
+        return [s.previous for s in scans]
 
     def _files_exist(self, name: str, rel: str) -> bool:
         f, suffix = self.folders, os.path.splitext(rel)[1]
         return any(p.exists() for p in (f.output / f"{name}.json", f.archive / f"{name}{suffix}",
                                         f.failed / f"{name}{suffix}", f.failed / f"{name}.error.json"))
 
-    def _outcome(self, scan: Scan, row: Row, model) -> tuple[dict, dict, Path]:
-        """The ledger update, the JSON record, and where the record goes."""
+    def _outcome(self, scan: Scan, row: Row, model) -> tuple[Verdict, dict, Path]:
+        """The ledger's verdict, the JSON record, and where the record goes."""
         f, suffix = self.folders, os.path.splitext(scan.shown)[1]
-        update = {"id": row.id, "name": row.name, "label": None, "error": None, "model": None, "csv_line": None,
-                  "csv_at": None}
         if scan.error is None:
-            probs = scan.probabilities
-            label = model.class_names[int(probs.argmax())]
-            record = {
-                "file": scan.shown,
-                "sha256": scan.fingerprint.sha256,
-                "label": label,
-                "probabilities": {c: round(float(p), 6) for c, p in zip(model.class_names, probs)},
-                "confidence": round(float(probs.max()), 6),
-                "model": model.identity,
-                "received_at": row.received_at,
-                "classified_at": scan.classified_at,
-                "tumord_version": __version__,
-                "verdict": f"{row.name}.json",
-                **({"explanation": f"{row.name}.png"} if scan.explanation is not None else {}),
-                "archived_as": "" if f.delete_classified else str(f.archive / f"{row.name}{suffix}"),
-            }
-            update.update(outcome="classified", label=label, model=model.identity["version"],
-                          csv_line=csv_line(record, self.csv.class_names), moved_to=record["archived_as"])
-            return update, record, f.output / f"{row.name}.json"
+            archived_as = "" if f.delete_classified else str(f.archive / f"{row.name}{suffix}")
+            record = verdict_record(scan, row.name, row.received_at, model, archived_as)
+            verdict = Verdict(row.id, row.name, "classified", archived_as, label=record["label"],
+                              model=model.identity["version"], csv_line=csv_line(record, self.csv.class_names))
+            return verdict, record, f.output / f"{row.name}.json"
         moved_to = str(f.failed / f"{row.name}{suffix}")
-        record = {
-            "file": scan.shown,
-            "error": scan.error,
-            "sha256": scan.fingerprint.sha256,
-            "size_bytes": scan.fingerprint.size,
-            "received_at": row.received_at,
-            "failed_at": utc_now(),
-            "moved_to": moved_to,
-            "tumord_version": __version__,
-        }
-        update.update(outcome="failed", error=scan.error, moved_to=moved_to)
-        return update, record, f.failed / f"{row.name}.error.json"
+        verdict = Verdict(row.id, row.name, "failed", moved_to, error=scan.error)
+        return verdict, error_record(scan, row.received_at, moved_to), f.failed / f"{row.name}.error.json"
 
     # --- steps 4 to 6, also the crash recovery -----------------------------------------------
-    def finish_until_done(self) -> None:
-        """finish(), retried while the disk refuses: later batches must not start before this one ends."""
-        delay = 0.5
-        while True:
-            try:
-                self.finish()
-                return
-            except (OSError, sqlite3.Error) as e:
-                self.log.error("output.finish_failed", reason=str(e), retry_in_s=delay)
-                if self.stopping.wait(delay):
-                    raise
-                delay = min(delay * 2, 30.0)
-
-    def finish(self) -> None:
+    def finish(self) -> tuple[list[Row], list[Row]]:
+        """Steps 4 to 6 for the rows in `written`; returns them and those whose input stayed."""
         rows = self.ledger.in_state("written")
         if not rows:
-            return
+            return [], []
         lines = [r for r in rows if r.csv_line is not None]
         if lines:
-            if not self.csv.path.exists():
-                self.csv.open()
-            self.csv.append("".join(r.csv_line for r in lines), at=min(r.csv_at for r in lines))
-        touched = set(self.io.map(self._move, rows))
-        for folder in {p for pair in touched for p in pair}:
-            _fsync_dir(folder)
-        self.ledger.done([r.id for r in rows], utc_now())
+            st = self.csv.ensure()
+            if any(r.csv_ino is not None and r.csv_ino != st.st_ino for r in lines):
+                self._rebase(lines, st)
+            self.csv.append("".join(r.csv_line for r in lines), at=min(r.csv_at for r in lines),
+                            ino=st.st_ino if lines[0].csv_ino is not None else None)
+        results = list(self.io.map(self._move, rows))
+        for folder in {p for folders, _ in results for p in folders}:
+            fsync_dir(folder)
+        stayed = [r for r, (_, kept) in zip(rows, results) if kept]
+        for r in stayed:
+            f = self.folders
+            mark_changed_after(f.output / f"{r.name}.json" if r.outcome == "classified"
+                               else f.failed / f"{r.name}.error.json")
+        self.ledger.done([r.id for r in rows], utc_now(), {r.id for r in stayed})
+        return rows, stayed
 
-    def _move(self, row: Row) -> tuple[Path, ...]:
-        """Moves (or deletes) the input of `row` if it is still the same file; returns folders to sync."""
+    def _rebase(self, lines: list[Row], st: os.stat_result) -> None:
+        """verdicts.csv was rotated since the offsets were stored: the lines go to the end of the new one."""
+        at, offsets = st.st_size, []
+        for r in lines:
+            r.csv_at, r.csv_ino = at, st.st_ino
+            offsets.append((at, st.st_ino, r.id))
+            at += len(r.csv_line.encode("utf-8"))
+        self.ledger.rebase(offsets)
+        self.log.warning("verdicts.csv_replaced", file=str(self.csv.path),
+                         note="renamed or deleted while running (a rotation?); new lines go to a new file")
+
+    def _move(self, row: Row) -> tuple[tuple[Path, ...], bool]:
+        """Moves (or deletes) the input of `row` if it still holds what was judged; returns the folders
+        to sync, and whether it stayed because its bytes changed (or it was replaced) after judging."""
         src = self.folders.input / row.fingerprint.path
         try:
-            if not row.fingerprint.matches(os.lstat(src)):
-                return ()  # another file took the name; it is a scan of its own
+            same = moves.identity(row.fingerprint, src, os.lstat(src), any_inode=True)
+            if same != moves.SAME:
+                return (), True
             if not row.moved_to:
                 os.unlink(src)
-                return (src.parent,)
+                return (src.parent,), False
             dst = Path(row.moved_to)
-            _move(src, dst)
-            return src.parent, dst.parent
+            moves.move(src, dst)
+            return (src.parent, dst.parent), False
         except FileNotFoundError:
-            return ()  # moved before a crash, or removed by someone
+            return (), False  # moved before a crash, or removed by someone
         except OSError as e:
+            if problem(e, self.folders.output)[1]:
+                raise  # no space: finish() is retried as a whole, after the disk has room again
             self.log.error("scan.move_failed", file=printable(row.fingerprint.path), reason=e.strerror or str(e),
                            note="the verdict is recorded; the file is moved when next seen")
-            return ()
+            return (), False
 
     def _move_again(self, scans: list[Scan]) -> None:
         for s in scans:
             self.log.info("scan.skipped", file=s.shown,
                           reason=f"already has a verdict ({s.previous.name}); moving it out")
             self.counters.add(skipped=1)
-        for pair in self.io.map(self._move, [s.previous for s in scans]):
-            for folder in pair:
-                _fsync_dir(folder)
-        for s in scans:
-            self.inflight.discard(s.path)
+        for folders, _ in self.io.map(self._move, [s.previous for s in scans]):
+            for folder in folders:
+                fsync_dir(folder)
+        self._release(scans)
 
     # --- start-up -----------------------------------------------------------------------------
+    def start_up(self) -> None:
+        """Finishes what a killed process left, then checks verdicts.csv (retried while it fails)."""
+        if self.recovered is None:
+            self.recovered = self.recover()
+            self.log.info("startup.recovered", **self.recovered)
+        rotated = self.csv.open()
+        if rotated:
+            self.log.warning("verdicts.rotated", old=str(rotated), reason="the model's classes differ from its columns")
+
     def recover(self) -> dict:
-        """Finishes what a killed process left: written rows, and received rows whose file is gone."""
-        written = len(self.ledger.in_state("written"))
-        self.finish()
+        """Written rows are finished (and logged, as verdicts now complete); received rows whose file
+        vanished or changed are dropped with their files."""
+        finished, stayed = self.finish()
+        for r in finished:
+            self._log_outcome(r, printable(r.fingerprint.path), recovered=True)
+        self._log_stayed(stayed)
         dropped = []
         for row in self.ledger.in_state("received"):
             src = self.folders.input / row.fingerprint.path
             try:
-                if row.fingerprint.matches(os.lstat(src)):
+                if moves.identity(row.fingerprint, src, os.lstat(src)) == moves.SAME:
                     continue  # still there: the backlog scan resumes it under the same name
             except OSError:
                 pass
@@ -274,56 +315,4 @@ class Commit(threading.Thread):
             self.log.info("scan.abandoned", file=printable(row.fingerprint.path), name=row.name,
                           reason="vanished or changed before its verdict was complete")
         self.ledger.drop(dropped)
-        return {"finished": written, "abandoned": len(dropped)}
-
-
-def _move(src: Path, dst: Path) -> None:
-    """Moves a file by hard link then unlink, a folder by rename, across file systems by copy.
-
-    Not a rename for files: a rename out of a watched folder is an IN_MOVED_FROM event, which
-    watchdog holds for half a second to pair it with an IN_MOVED_TO, and every later event of the
-    folder waits behind it. An unlink is reported at once. A crash between link and unlink
-    leaves both names; the retry finds the link in place and only unlinks.
-    """
-    if not (src.is_dir() and not src.is_symlink()):
-        try:
-            os.link(src, dst, follow_symlinks=False)
-        except FileExistsError:
-            if not os.path.samestat(os.lstat(src), os.lstat(dst)):
-                raise
-        except OSError as e:
-            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
-                raise
-            _rename_or_copy(src, dst)
-            return
-        os.unlink(src)
-        return
-    _rename_or_copy(src, dst)
-
-
-def _rename_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.rename(src, dst)
-    except OSError as e:
-        if e.errno != errno.EXDEV:
-            raise
-        # another file system: copy to a temporary name, sync, rename, then remove the source
-        tmp = dst.with_name(f"{TEMP_PREFIX}{dst.name}.tmp")
-        if src.is_dir() and not src.is_symlink():
-            shutil.copytree(src, tmp, symlinks=True)
-        else:
-            shutil.copy2(src, tmp, follow_symlinks=False)
-            if not tmp.is_symlink():
-                with open(tmp, "rb") as f:
-                    os.fsync(f.fileno())
-        os.rename(tmp, dst)
-        _fsync_dir(dst.parent)
-        shutil.rmtree(src) if src.is_dir() and not src.is_symlink() else os.unlink(src)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return {"finished": len(finished), "abandoned": len(dropped)}

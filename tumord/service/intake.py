@@ -4,21 +4,25 @@ The watchdog handler only queues (kind, path) pairs; one intake thread owns all 
 files to `Stability`, and hands complete ones to the classifier through `ready`. Nothing is
 missed: the backlog is scanned at start, and a periodic rescan (also triggered when watchdog
 reports a kernel queue overflow) finds files whose events were lost.
+
+The intake also owns the observer's watch on the input folder: a folder deleted, renamed away
+and recreated, or not there yet at start is reported (log and STATUS) and watched again, with
+a full scan, as soon as it exists. With inotify it knows which files are open for writing (a
+write seen and no close yet): those are not handed on, however long the writer pauses.
 """
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import queue
-import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
 
 from watchdog.events import (
     DirCreatedEvent,
     DirMovedEvent,
+    FileAttribEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -29,32 +33,29 @@ from watchdog.events import (
 )
 
 from tumord.data.images import IMAGE_SUFFIXES
+from tumord.service.records import Inflight, Ready, printable, utc_now
 from tumord.service.stability import Stability
-from tumord.service.verdicts import printable
+from tumord.service.worker import Worker
 
-# names that writers use while a file is incomplete; they are renamed when done
-TEMPORARY_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".swp", "~")
+# names that writers and upload clients use while a file is incomplete (then renamed), or for
+# their own scratch files: the default of watch.temporary_names (fnmatch patterns, any case)
+TEMPORARY_NAMES = [".*", "~$*", "*.part", "*.partial", "*.filepart", "*.tmp", "*.temp", "*.crdownload",
+                   "*.download", "*.swp", "*~"]
 
 # the events that matter; opens and reads (including our own) are never delivered
-EVENT_FILTER = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent, FileDeletedEvent,
-                DirCreatedEvent, DirMovedEvent]
+EVENT_FILTER = [FileCreatedEvent, FileModifiedEvent, FileAttribEvent, FileClosedEvent, FileMovedEvent,
+                FileDeletedEvent, DirCreatedEvent, DirMovedEvent]
+
+MAX_RETRY_DELAY = 60.0  # seconds between attempts at a file that cannot be read yet, at most
 
 
-def is_temporary(name: str) -> bool:
-    return name.startswith(".") or name.lower().endswith(TEMPORARY_SUFFIXES)
+def temporary_matcher(patterns: list[str]):
+    """is_temporary(name) for fnmatch patterns, compared without regard to case."""
+    lowered = [p.lower() for p in patterns]
+    return lambda name: any(fnmatch.fnmatchcase(name.lower(), p) for p in lowered)
 
 
-@dataclass
-class Ready:
-    """A complete file, handed to the classifier."""
-
-    path: str
-    received_at: str  # UTC ISO 8601, when the file was found complete
-    ready_at: float  # time.monotonic() of the same moment, for latency
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+is_temporary = temporary_matcher(TEMPORARY_NAMES)
 
 
 class Handler(FileSystemEventHandler):
@@ -64,17 +65,22 @@ class Handler(FileSystemEventHandler):
         self.events = events
 
     def dispatch(self, event: FileSystemEvent) -> None:
+        src = os.fsdecode(event.src_path)
         if isinstance(event, (FileMovedEvent, DirMovedEvent)):
             if event.src_path:
-                self.events.put(("gone", os.fsdecode(event.src_path)))
+                self.events.put(("gone", src))
             if event.dest_path:
                 self.events.put(("closed", os.fsdecode(event.dest_path)))  # a rename is a finished write
         elif isinstance(event, FileDeletedEvent):
-            self.events.put(("gone", os.fsdecode(event.src_path)))
+            self.events.put(("gone", src))
         elif isinstance(event, FileClosedEvent):
-            self.events.put(("closed", os.fsdecode(event.src_path)))
-        elif isinstance(event, (FileCreatedEvent, FileModifiedEvent, DirCreatedEvent)):
-            self.events.put(("changed", os.fsdecode(event.src_path)))
+            self.events.put(("closed", src))
+        elif isinstance(event, FileModifiedEvent):
+            self.events.put(("written", src))
+        elif isinstance(event, FileAttribEvent):
+            self.events.put(("attrib", src))
+        elif isinstance(event, (FileCreatedEvent, DirCreatedEvent)):
+            self.events.put(("changed", src))
 
 
 class _OverflowWatch(logging.Handler):
@@ -89,32 +95,46 @@ class _OverflowWatch(logging.Handler):
         self.trigger()
 
 
-class Intake(threading.Thread):
-    def __init__(self, root: Path, *, recursive: bool, settle: float, stable: float, rescan_seconds: float,
-                 ready: queue.Queue, inflight: "Inflight", log):
-        super().__init__(name="intake", daemon=True)
+@dataclass
+class _Retry:
+    since: float  # time.monotonic() of the first attempt that could not judge the file
+    attempts: int = 0
+
+
+class Intake(Worker):
+    def __init__(self, root, *, recursive: bool, settle: float, stable: float, rescan_seconds: float,
+                 ready: queue.Queue, inflight: Inflight, log, observer=None, writers: bool = False,
+                 temporary_names: list[str] | None = None, retry_seconds: float = 3600.0):
+        """observer: a started watchdog observer whose watch on `root` this thread keeps; writers: its
+        events say when a file is closed after writing (inotify), so files still open are held back."""
+        super().__init__("intake")
         self.root = os.path.abspath(root)
-        self.recursive, self.rescan_seconds = recursive, rescan_seconds
+        self.recursive, self.rescan_seconds, self.retry_seconds = recursive, rescan_seconds, retry_seconds
         self.stability = Stability(settle, stable)
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.handler = Handler(self.events)
         self.ready, self.inflight, self.log = ready, inflight, log
-        self.stopping = threading.Event()
-        self.heartbeat = time.monotonic()
+        self.observer, self.writers = observer, writers
+        self.is_temporary = temporary_matcher(temporary_names if temporary_names is not None else TEMPORARY_NAMES)
         self._ignored: set[str] = set()  # logged once each, until they leave the folder
+        self._writing: dict[str, float] = {}  # open for writing: path -> time.monotonic() of its last write
+        self._retries: dict[str, _Retry] = {}
         self._rescan_requested = False
         self._overflow = _OverflowWatch(self.request_rescan, log)
+        self._watch = None  # the observer's watch on root
+        self._watched: tuple[int, int] | None = None  # (st_dev, st_ino) of the folder being watched
 
     # --- called from other threads ---------------------------------------------------------
     def request_rescan(self) -> None:
         self.events.put(("rescan", ""))
 
-    def retry(self, path: str) -> None:
-        """A file changed while it was being read: watch it again from the start."""
-        self.events.put(("changed", path))
+    def retry(self, path: str, why: str | None = None) -> None:
+        """A file changed while it was being read (why=None): watch it again from the start. Or it
+        could not be judged yet (why: unreadable, may still be growing): try again after a back-off."""
+        self.events.put(("later", path) if why else ("changed", path))
 
     def stop(self) -> None:
-        self.stopping.set()
+        super().stop()
         self.events.put(("stop", ""))
 
     def pending(self) -> int:
@@ -124,12 +144,15 @@ class Intake(threading.Thread):
     def run(self) -> None:
         logging.getLogger("watchdog").addHandler(self._overflow)
         try:
+            self._check_root()
             self.scan()  # the backlog; the observer is already running, so nothing falls between
             next_scan = time.monotonic() + self.rescan_seconds
+            next_check = time.monotonic() + 0.5
             while not self.stopping.is_set():
-                self.heartbeat = now = time.monotonic()
+                self.beat()
+                now = time.monotonic()
                 due = self.stability.next_due()
-                wait = min(next_scan, due if due is not None else next_scan) - now
+                wait = min(next_scan, next_check, due if due is not None else next_scan) - now
                 try:
                     kind, path = self.events.get(timeout=max(0.0, min(wait, 1.0)))
                     self._event(kind, path)
@@ -140,6 +163,10 @@ class Intake(threading.Thread):
                     pass
                 if self.stopping.is_set():
                     break
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + 0.5
+                    if self._check_root():
+                        self._rescan_requested = True
                 if time.monotonic() >= next_scan or self._rescan_requested:
                     self._rescan_requested = False
                     self.scan()
@@ -147,6 +174,48 @@ class Intake(threading.Thread):
                 self._release(self.stability.pop_ready())
         finally:
             logging.getLogger("watchdog").removeHandler(self._overflow)
+
+    def _check_root(self) -> bool:
+        """Keeps the observer on the folder now at `root`; True when it was (re)watched just now."""
+        try:
+            st = os.stat(self.root)
+            now = (st.st_dev, st.st_ino) if os.path.isdir(self.root) else None
+        except OSError:
+            now = None
+        if now is not None and now == self._watched and (self._watch is None or self._emitter_alive()):
+            return False
+        if self.observer is not None and self._watch is not None:
+            try:
+                self.observer.unschedule(self._watch)
+            except (KeyError, OSError):
+                pass
+            self._watch = None
+        if now is None:
+            self._watched = None
+            reason = f"the input folder {self.root} does not exist (deleted, renamed or not mounted); waiting for it"
+            if self.report(reason, waiting=True):
+                self.log.error("input.missing", folder=self.root, action="watched again as soon as it exists")
+            return False
+        replaced = self._watched is not None
+        if self.observer is not None:
+            try:
+                self._watch = self.observer.schedule(self.handler, self.root, recursive=self.recursive,
+                                                     event_filter=EVENT_FILTER)
+            except OSError as e:
+                if self.report(f"cannot watch the input folder {self.root} ({e.strerror})", waiting=True):
+                    self.log.error("input.unwatchable", folder=self.root, reason=e.strerror)
+                return False
+        self._watched = now
+        old = self.resolved()
+        if old is not None or replaced:
+            self.log.warning("input.watched_again", folder=self.root,
+                             reason=old.reason if old else "the folder was replaced by another of that name",
+                             action="scanning it for files")
+        return True
+
+    def _emitter_alive(self) -> bool:
+        """inotify and polling emitters end themselves when the watched folder is deleted."""
+        return all(e.is_alive() for e in self.observer.emitters)
 
     def _event(self, kind: str, path: str) -> None:
         if kind == "stop":
@@ -156,11 +225,28 @@ class Intake(threading.Thread):
         elif kind == "gone":
             self.stability.forget(path)
             self._ignored.discard(path)
+            self._writing.pop(path, None)
+            self._retries.pop(path, None)
+        elif kind == "later":
+            self._later(path)
+        elif kind == "attrib":  # e.g. permissions fixed: a file waiting for that is tried again soon
+            if path in self._retries and path not in self._writing:
+                self.stability.note(path, closed=True)
         elif self._wanted(path):
+            if kind == "written" and self.writers:
+                self._writing[path] = time.monotonic()
+            elif kind == "closed":
+                self._writing.pop(path, None)
             self.stability.note(path, closed=kind == "closed")
 
+    def _later(self, path: str) -> None:
+        r = self._retries.setdefault(path, _Retry(time.monotonic()))
+        r.attempts += 1
+        delay = min(self.stability.stable * 2 ** (r.attempts - 1), MAX_RETRY_DELAY)
+        self.stability.note(path, closed=False, delay=delay)
+
     def _wanted(self, path: str) -> bool:
-        """Whether `path` is a candidate scan; logs each ignored temporary file once."""
+        """Whether `path` is a candidate scan; logs each ignored temporary file or subfolder once."""
         rel = os.path.relpath(path, self.root)
         if rel == "." or rel == ".." or rel.startswith(".." + os.sep):
             return False  # the folder itself, or outside it
@@ -172,15 +258,19 @@ class Intake(threading.Thread):
         # a folder named like an image is itself a (bad) scan; what is inside it is not
         if any(p.lower().endswith(IMAGE_SUFFIXES) for p in parts[:-1]):
             return False
-        if is_temporary(parts[-1]):
-            if path not in self._ignored:
-                self._ignored.add(path)
-                self.log.info("file.skipped", file=printable(rel),
-                              reason="temporary name; waiting for it to be renamed")
+        if self.is_temporary(parts[-1]):
+            self._skip_once(path, rel, "temporary name; waiting for it to be renamed")
             return False
         if os.path.isdir(path) and not os.path.islink(path) and not parts[-1].lower().endswith(IMAGE_SUFFIXES):
-            return False  # an ordinary subfolder: its files arrive one by one
+            if not self.recursive:
+                self._skip_once(path, rel, "a subfolder: its files are not classified, as watch.recursive is false")
+            return False  # an ordinary subfolder: with recursive, its files arrive one by one
         return True
+
+    def _skip_once(self, path: str, rel: str, reason: str) -> None:
+        if path not in self._ignored:
+            self._ignored.add(path)
+            self.log.info("file.skipped", file=printable(rel), reason=reason)
 
     def scan(self) -> None:
         """Every file in the folder that is not pending or being processed becomes a candidate."""
@@ -190,6 +280,8 @@ class Intake(threading.Thread):
             try:
                 with os.scandir(stack.pop()) as it:
                     entries = list(it)
+            except FileNotFoundError:
+                continue  # the folder is gone; _check_root reports it
             except OSError as e:
                 self.log.warning("intake.scan_failed", folder=self.root, reason=e.strerror)
                 continue
@@ -207,33 +299,16 @@ class Intake(threading.Thread):
         self._ignored &= seen
 
     def _release(self, paths: list[str]) -> None:
+        now = time.monotonic()
         for path in paths:
             if self.inflight.busy(path):  # the previous file of that name is still on its way out
                 self.stability.note(path, closed=True, delay=0.2)
                 continue
+            if path in self._writing and now - self._writing[path] < self.retry_seconds:
+                self.stability.note(path, closed=False)  # still open for writing: a paused writer
+                continue
+            self._writing.pop(path, None)
+            retry = self._retries.get(path)
             self.inflight.add(path)
-            self.ready.put(Ready(path, utc_now(), time.monotonic()))
+            self.ready.put(Ready(path, utc_now(), now, retrying_since=retry.since if retry else None))
 
-
-class Inflight:
-    """Paths handed to the classifier and not yet moved out of the input folder."""
-
-    def __init__(self):
-        self._paths: set[str] = set()
-        self._lock = threading.Lock()
-
-    def add(self, path: str) -> None:
-        with self._lock:
-            self._paths.add(path)
-
-    def discard(self, path: str) -> None:
-        with self._lock:
-            self._paths.discard(path)
-
-    def busy(self, path: str) -> bool:
-        with self._lock:
-            return path in self._paths
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._paths)

@@ -10,9 +10,12 @@ Only one commit thread writes, and it finishes a batch before starting the next,
 `written` are always one batch: restart truncates verdicts.csv to their first offset and
 appends their stored lines again (see commit.py for the crash points).
 
-A scan is identified by its fingerprint: path in the input folder, size, mtime, inode and
-SHA-256. The same name dropped again later is a new file (a new inode or mtime, usually new
-bytes), so it gets a new row and its own verdict.
+A scan is identified by what was judged: its path in the input folder, its inode and the SHA-256
+of its bytes (size and mtime too for files whose bytes were never read). Not by metadata a
+client may change afterwards: `touch`, `cp -p` or `rsync -t` setting the mtime of a file already
+judged does not make it a new scan. The same name dropped again later is a new file (a new
+inode, usually new bytes), so it gets a new row and its own verdict; a file whose bytes changed
+after it was judged is judged again (`stayed` marks the first row, whose input never moved).
 """
 from __future__ import annotations
 
@@ -39,9 +42,12 @@ CREATE TABLE IF NOT EXISTS scans (
     csv_at      INTEGER,               -- byte offset of its line in verdicts.csv
     csv_line    TEXT,                  -- kept only until done
     moved_to    TEXT,                  -- where the input went ('' when deleted)
-    finished_at TEXT
+    finished_at TEXT,
+    csv_ino     INTEGER,               -- inode of the verdicts.csv that csv_at refers to
+    stayed      INTEGER                -- 1: its bytes changed after judging, so it was not moved
 );
 CREATE INDEX IF NOT EXISTS scans_fingerprint ON scans (path, size, mtime_ns, ino);
+CREATE INDEX IF NOT EXISTS scans_identity ON scans (path, ino);
 CREATE INDEX IF NOT EXISTS scans_state ON scans (state) WHERE state != 'done';
 """
 
@@ -59,6 +65,7 @@ class Fingerprint:
         return cls(rel, st.st_size, st.st_mtime_ns, st.st_ino, sha256)
 
     def matches(self, st: os.stat_result) -> bool:
+        """The same file with the same metadata (see moves.same_file for the same bytes)."""
         return (st.st_size, st.st_mtime_ns, st.st_ino) == (self.size, self.mtime_ns, self.ino)
 
 
@@ -73,14 +80,19 @@ class Row:
     csv_at: int | None = None
     csv_line: str | None = None
     moved_to: str | None = None
+    csv_ino: int | None = None
+    label: str | None = None
+    error: str | None = None
+    model: str | None = None
 
 
-_COLUMNS = "id, name, path, size, mtime_ns, ino, sha256, received_at, state, outcome, csv_at, csv_line, moved_to"
+_COLUMNS = ("id, name, path, size, mtime_ns, ino, sha256, received_at, state, outcome, csv_at, csv_line, moved_to, "
+            "csv_ino, label, error, model")
+_ADDED = {"csv_ino": "INTEGER", "stayed": "INTEGER"}  # columns newer than the first ledgers
 
 
 def _row(r) -> Row:
-    return Row(r[0], r[1], Fingerprint(os.fsdecode(r[2]), r[3], r[4], r[5], r[6]), r[7], r[8], r[9], r[10], r[11],
-               r[12])
+    return Row(r[0], r[1], Fingerprint(os.fsdecode(r[2]), r[3], r[4], r[5], r[6]), r[7], r[8], *r[9:])
 
 
 class Ledger:
@@ -91,6 +103,10 @@ class Ledger:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
+            have = {r[1] for r in self._db.execute("PRAGMA table_info(scans)")}
+            for column, kind in _ADDED.items():
+                if have and column not in have:
+                    self._db.execute(f"ALTER TABLE scans ADD COLUMN {column} {kind}")
             self._db.executescript(SCHEMA)
 
     def close(self) -> None:
@@ -108,16 +124,29 @@ class Ledger:
                 self._db.executemany(sql, rows)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite has already rolled back after some errors (a full disk): a second rollback
+                # would raise "no transaction is active" and hide the real reason
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
 
     # --- reads -------------------------------------------------------------------------------
     def find(self, fp: Fingerprint) -> Row | None:
-        """The latest row for this exact file, if it was seen before."""
-        rows = self._query(f"SELECT {_COLUMNS} FROM scans WHERE path=? AND size=? AND mtime_ns=? AND ino=? "
-                           "AND sha256 IS ? ORDER BY id DESC LIMIT 1",
-                           (os.fsencode(fp.path), fp.size, fp.mtime_ns, fp.ino, fp.sha256))
+        """The latest row for this file with these bytes, if it was judged before (see the docstring)."""
+        if fp.sha256 is None:
+            rows = self._query(f"SELECT {_COLUMNS} FROM scans WHERE path=? AND ino=? AND size=? AND mtime_ns=? "
+                               "AND sha256 IS NULL ORDER BY id DESC LIMIT 1",
+                               (os.fsencode(fp.path), fp.ino, fp.size, fp.mtime_ns))
+        else:
+            rows = self._query(f"SELECT {_COLUMNS} FROM scans WHERE path=? AND ino=? AND sha256=? "
+                               "AND stayed IS NOT 1 ORDER BY id DESC LIMIT 1",
+                               (os.fsencode(fp.path), fp.ino, fp.sha256))
         return _row(rows[0]) if rows else None
+
+    def stayed(self, path: str) -> str | None:
+        """The name of the latest verdict on `path` if its input stayed because it changed after judging."""
+        rows = self._query("SELECT name, stayed FROM scans WHERE path=? ORDER BY id DESC LIMIT 1", (os.fsencode(path),))
+        return rows[0][0] if rows and rows[0][1] == 1 else None
 
     def in_state(self, state: str) -> list[Row]:
         return [_row(r) for r in self._query(f"SELECT {_COLUMNS} FROM scans WHERE state=? ORDER BY id", (state,))]
@@ -143,16 +172,21 @@ class Ledger:
         rows = {r[1]: _row(r) for r in self._query(f"SELECT {_COLUMNS} FROM scans WHERE name IN ({marks})", names)}
         return [rows[n] for n in names]
 
-    def written(self, updates: list[dict]) -> None:
-        """Verdict files are durable: outcome, label/error, model, csv_at and csv_line per row id."""
+    def written(self, verdicts: list) -> None:
+        """Verdict files are durable: outcome, label/error, model, CSV line and where it goes, per row."""
         self._transaction(
-            "UPDATE scans SET state='written', outcome=:outcome, label=:label, error=:error, model=:model, "
-            "csv_at=:csv_at, csv_line=:csv_line, moved_to=:moved_to WHERE id=:id",
-            updates)
+            "UPDATE scans SET state='written', outcome=?, label=?, error=?, model=?, csv_at=?, csv_ino=?, "
+            "csv_line=?, moved_to=? WHERE id=?",
+            [(v.outcome, v.label, v.error, v.model, v.csv_at, v.csv_ino, v.csv_line, v.moved_to, v.id)
+             for v in verdicts])
 
-    def done(self, ids: list[int], finished_at: str) -> None:
-        self._transaction("UPDATE scans SET state='done', csv_line=NULL, finished_at=? WHERE id=?",
-                          [(finished_at, i) for i in ids])
+    def rebase(self, offsets: list[tuple[int, int, int]]) -> None:
+        """(csv_at, csv_ino, id): the CSV lines of written rows go to another file (the old one was rotated)."""
+        self._transaction("UPDATE scans SET csv_at=?, csv_ino=? WHERE id=? AND state='written'", offsets)
+
+    def done(self, ids: list[int], finished_at: str, stayed: set[int] = frozenset()) -> None:
+        self._transaction("UPDATE scans SET state='done', csv_line=NULL, finished_at=?, stayed=? WHERE id=?",
+                          [(finished_at, 1 if i in stayed else None, i) for i in ids])
 
     def drop(self, ids: list[int]) -> None:
         """Forgets rows whose file vanished or changed before its verdict was durable."""

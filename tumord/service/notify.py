@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
+
+from tumord.service.worker import Worker
 
 
 class Notifier:
@@ -56,21 +57,18 @@ def watchdog_interval() -> float | None:
         return None
 
 
-class Pinger(threading.Thread):
-    """WATCHDOG=1 every interval/2 while healthy; STATUS= every beat."""
+class Pinger(Worker):
+    """WATCHDOG=1 every interval/2 while healthy; STATUS= every time."""
 
     def __init__(self, notifier: Notifier, interval: float | None, healthy, status):
-        super().__init__(name="sd-notify", daemon=True)
+        super().__init__("sd-notify")
         self.notifier, self.healthy, self.status = notifier, healthy, status
-        self.beat = min(interval / 2, 5.0) if interval else 5.0
+        self.every = min(interval / 2, 5.0) if interval else 5.0
         self.watchdog = interval is not None
-        self.stopping = threading.Event()
-
-    def stop(self) -> None:
-        self.stopping.set()
 
     def run(self) -> None:
-        while not self.stopping.wait(self.beat):
+        while not self.stopping.wait(self.every):
+            self.beat()
             fields = {"STATUS": self.status()}
             if self.watchdog and self.healthy():
                 fields["WATCHDOG"] = "1"

@@ -4,9 +4,11 @@
                                        ^ ModelSlot <- Swapper (pointer poll, SIGHUP)
     Pinger: READY / STATUS / WATCHDOG to systemd
 
-SIGTERM and SIGINT: the observer and intake stop (no new files), the classifier finishes its
-batch, the commit stage empties its queue, then exit 0. Files still queued stay in input/ for
-the next start. A component that dies makes the service exit 1 so that systemd restarts it.
+SIGTERM and SIGINT: every worker is told to stop (Worker.stop, the one way): the observer and
+intake stop (no new files), the classifier finishes its batch, the commit stage empties its
+queue (or, while the disk refuses, gives up: those scans stay in input/), then exit 0. Files
+still queued stay in input/ for the next start. A component that dies makes the service exit 1
+so that systemd restarts it; a stage failing for `stall_seconds` stops the watchdog pings.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import fcntl
 import os
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -23,16 +26,19 @@ import cv2
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
+from tumord.atomic import sweep_temporaries
 from tumord.config import ConfigError
 from tumord.model.checkpoint import load
-from tumord.model.registry import current_model_path
+from tumord.model.registry import check_folder, current_model_path
 from tumord.service.classify import Classify, Limits
-from tumord.service.commit import Commit, Counters, Folders
-from tumord.service.intake import EVENT_FILTER, Inflight, Intake
+from tumord.service.commit import Commit
+from tumord.service.intake import Intake
 from tumord.service.ledger import Ledger
 from tumord.service.notify import Notifier, Pinger, watchdog_interval
+from tumord.service.records import Counters, Folders, Inflight
 from tumord.service.swap import ModelSlot, Swapper, check_model
-from tumord.service.verdicts import CSV_NAME, VerdictCsv, sweep_temporaries
+from tumord.service.verdicts import CSV_NAME, VerdictCsv
+from tumord.service.worker import problem
 
 LEDGER_NAME = "ledger.sqlite3"
 LOCK_NAME = ".tumord-watch.lock"
@@ -63,6 +69,8 @@ class Settings:
     drain_seconds: float
     explain: bool
     blas_threads: int
+    temporary_names: list[str]
+    retry_seconds: float
 
     @classmethod
     def from_config(cls, cfg: dict, source: str, model_file: Path | None = None) -> "Settings":
@@ -70,9 +78,8 @@ class Settings:
         A problem is a ConfigError naming `source` and the key."""
         w, p = cfg["watch"], cfg["paths"]
         inp = Path(p["input"]).absolute()
-        if not inp.is_dir():
-            what = "is not a folder" if inp.exists() else "does not exist"
-            raise ConfigError(f"{source}: paths.input = {p['input']!r}: the input folder {what} ({inp})")
+        if inp.exists() and not inp.is_dir():  # a missing one is waited for (a mount not there yet)
+            raise ConfigError(f"{source}: paths.input = {p['input']!r}: the input folder is not a folder ({inp})")
         out = Path(p["output"]).absolute()
         folders = {"paths.output": out, "watch.archive": out / w["archive"], "watch.failed": out / w["failed"]}
         real_in = os.path.realpath(inp)
@@ -93,7 +100,7 @@ class Settings:
             decode_threads=w["decode_threads"], predict_threads=w["predict_threads"], max_pixels=w["max_pixels"], max_bytes=w["max_bytes"],
             delete_classified=w["on_success"] == "delete", model_poll_seconds=w["model_poll_seconds"],
             stall_seconds=w["stall_seconds"], drain_seconds=w["drain_seconds"], explain=w["explain"],
-            blas_threads=w["blas_threads"],
+            blas_threads=w["blas_threads"], temporary_names=w["temporary_names"], retry_seconds=w["retry_seconds"],
         )
 
 
@@ -144,63 +151,90 @@ class Service:
         self._lock()
         blas = limit_blas_threads(s.blas_threads)
         model = load(s.model_file if s.model_file is not None else current_model_path(s.models))
+        if s.model_file is None:
+            check_folder(model.path, model.identity["version"])
         check_model(model, None)
         self.slot = ModelSlot(model)
         for p in sweep_temporaries(s.output, s.archive, s.failed):
             self.log.info("startup.swept", file=str(p), reason="temporary file left by an interrupted run")
-        self.ledger = Ledger(s.output / LEDGER_NAME)
+        self.ledger = self._open_ledger()
         self.csv = VerdictCsv(s.output / CSV_NAME, model.class_names)
         self.ready: queue.Queue = queue.Queue()
         self.batches: queue.Queue = queue.Queue(maxsize=2)  # backpressure when the disk is slow
+        self.observer = PollingObserver(timeout=s.poll_seconds) if s.observer == "polling" else native_observer()
+        self.observer.start()  # the intake watches the folder, then scans it: nothing falls between
+        self.intake = Intake(s.input, recursive=s.recursive, settle=s.settle_seconds, stable=s.stable_seconds,
+                             rescan_seconds=s.rescan_seconds, ready=self.ready, inflight=self.inflight, log=self.log,
+                             observer=self.observer, writers=_reports_closes(self.observer),
+                             temporary_names=s.temporary_names, retry_seconds=s.retry_seconds)
         folders = Folders(s.input, s.output, s.archive, s.failed, s.delete_classified)
         self.commit = Commit(batches=self.batches, ledger=self.ledger, csv=self.csv, folders=folders,
                              inflight=self.inflight, counters=self.counters, log=self.log)
-        recovered = self.commit.recover()  # before the CSV header check: offsets refer to the old file
-        rotated = self.csv.open()
-        if rotated:
-            self.log.warning("verdicts.rotated", old=str(rotated), reason="the model's classes differ from its columns")
-        self.intake = Intake(s.input, recursive=s.recursive, settle=s.settle_seconds, stable=s.stable_seconds,
-                             rescan_seconds=s.rescan_seconds, ready=self.ready, inflight=self.inflight, log=self.log)
         self.classify = Classify(root=s.input, ready=self.ready, out=self.batches, slot=self.slot, ledger=self.ledger,
-                                 limits=Limits(s.max_pixels, s.max_bytes), batch_size=s.batch_size,
-                                 threads=s.decode_threads, predict_threads=s.predict_threads, inflight=self.inflight, retry=self.intake.retry,
-                                 log=self.log, explain=s.explain)
+                                 limits=Limits(s.max_pixels, s.max_bytes, s.stable_seconds, s.retry_seconds),
+                                 batch_size=s.batch_size, threads=s.decode_threads, predict_threads=s.predict_threads,
+                                 inflight=self.inflight, retry=self.intake.retry, log=self.log, explain=s.explain,
+                                 after=self.commit.started)
+        self.commit.upstream = self.classify
         self.swapper = Swapper(self.slot, models_dir=None if s.model_file else s.models, model_file=s.model_file,
                                poll_seconds=s.model_poll_seconds, log=self.log)
-        self.observer = PollingObserver(timeout=s.poll_seconds) if s.observer == "polling" else native_observer()
-        self.observer.schedule(self.intake.handler, str(s.input), recursive=s.recursive, event_filter=EVENT_FILTER)
-        self.observer.start()  # before the backlog scan in intake, so nothing falls between the two
-        for t in (self.commit, self.classify, self.intake, self.swapper):
+        for t in self._workers():  # commit first: it finishes what a killed run left before new batches
             t.start()
         self.pinger = Pinger(self.notifier, watchdog_interval(), self.healthy, self.status)
         self.pinger.start()
         self.notifier.send(READY=1, STATUS=self.status())
         self.log.info("service.ready", input=str(s.input), output=str(s.output), model=model.identity,
                       observer=s.observer, recursive=s.recursive, blas_threads=blas,
-                      predict_threads=s.predict_threads, recovered=recovered,
-                      ledger=self.ledger.counts())
+                      predict_threads=s.predict_threads, ledger=self.ledger.counts())
+
+    def _open_ledger(self) -> Ledger:
+        """The ledger, waited for while the disk is full (a new or migrated ledger needs space)."""
+        delay = 0.25
+        while True:
+            try:
+                return Ledger(self.s.output / LEDGER_NAME)
+            except sqlite3.Error as e:
+                reason, waiting = problem(e, self.s.output)
+                if not waiting or self.stop_requested.is_set():
+                    raise ConfigError(f"{self.s.output / LEDGER_NAME}: cannot open the ledger ({e})") from None
+                self.log.error("output.waiting", reason=reason, step="opening the ledger", retry_in_s=delay)
+                self.notifier.send(STATUS=f"starting: waiting, {reason}")
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     # --- health and status ---------------------------------------------------------------------
     def _workers(self) -> list:
-        return [self.intake, self.classify, self.commit, self.swapper]
+        return [self.commit, self.classify, self.intake, self.swapper]
 
     def dead(self) -> list[str]:
-        """Components whose thread has ended."""
+        """Components whose thread has ended (the intake looks after the observer's watch itself)."""
         gone = [t.name for t in self._workers() if not t.is_alive()]
-        if not self.observer.is_alive() or not all(e.is_alive() for e in self.observer.emitters):
+        if not self.observer.is_alive():
             gone.append("observer")
         return gone
 
     def healthy(self) -> bool:
-        """Alive and not hung: what earns a systemd watchdog ping."""
+        """Alive, not hung, and no stage failing for stall_seconds: what earns a systemd watchdog ping.
+        Waiting for the world (space, the input folder) is healthy: a restart would not help."""
         now = time.monotonic()
-        return not self.dead() and all(now - t.heartbeat < self.s.stall_seconds for t in self._workers())
+        for t in self._workers():
+            trouble = t.trouble()
+            if now - t.heartbeat >= self.s.stall_seconds:
+                return False
+            if trouble is not None and not trouble.waiting and now - trouble.since >= self.s.stall_seconds:
+                return False
+        return not self.dead()
 
     def status(self) -> str:
         c = self.counters
         queued = self.intake.pending() + len(self.inflight)
-        return (f"classified {c.classified}, failed {c.failed}, skipped {c.skipped}, queued {queued}; "
+        line = (f"classified {c.classified}, failed {c.failed}, skipped {c.skipped}, queued {queued}; "
                 f"model {self.slot.model.identity['version']}")
+        for t in self._workers():
+            trouble = t.trouble()
+            if trouble is not None:
+                line += f"; {'waiting' if trouble.waiting else 'failing'}: {trouble.reason}"
+        return line
 
     # --- run and stop -----------------------------------------------------------------------
     def run(self) -> int:
@@ -232,14 +266,12 @@ class Service:
         self.notifier.send(STOPPING=1, STATUS="draining: finishing the scans in hand")
         self.log.info("service.stopping", in_flight=len(self.inflight))
         self.observer.stop()
-        self.intake.stop()
-        self.classify.stop()
-        self.swapper.stop()
+        for t in self._workers():
+            t.stop()
         for t in (self.observer, self.intake, self.classify, self.commit):
             t.join(max(0.0, deadline - time.monotonic()))
         drained = not self.commit.is_alive() and not self.classify.is_alive()
         if not drained:
-            self.commit.stopping.set()
             self.log.error("service.drain_timeout", seconds=self.s.drain_seconds,
                            note="unfinished scans are completed at the next start")
             code = code or 1
@@ -252,3 +284,12 @@ class Service:
         if not drained:  # a thread stuck in I/O would hold up interpreter exit; the ledger makes this safe
             os._exit(code)
         return code
+
+
+def _reports_closes(observer) -> bool:
+    """Whether the observer says when a file is closed after writing (Linux inotify)."""
+    try:
+        from watchdog.observers.inotify import InotifyObserver
+    except ImportError:
+        return False
+    return isinstance(observer, InotifyObserver)

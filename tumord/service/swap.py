@@ -10,14 +10,14 @@ A model that fails any check is refused and logged; the old one keeps serving.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 
 from tumord.model import checkpoint
 from tumord.model.checkpoint import CheckpointError, Classifier
-from tumord.model.registry import POINTER, current_model_path
+from tumord.model.registry import POINTER, check_folder, current_model_path
+from tumord.service.worker import Worker
 
 
 def check_model(new: Classifier, old: Classifier | None) -> None:
@@ -42,14 +42,13 @@ class ModelSlot:
         self.model = model
 
 
-class Swapper(threading.Thread):
+class Swapper(Worker):
     def __init__(self, slot: ModelSlot, *, models_dir: Path | None, model_file: Path | None,
                  poll_seconds: float, log):
-        super().__init__(name="swapper", daemon=True)
+        super().__init__("swapper")
         self.slot, self.models_dir, self.model_file = slot, models_dir, model_file
         self.poll_seconds, self.log = poll_seconds, log
-        self.wake, self.stopping = threading.Event(), threading.Event()
-        self.heartbeat = time.monotonic()
+        self.wake = threading.Event()
         self._seen = self._pointer_state()
 
     def reload(self) -> None:
@@ -57,7 +56,7 @@ class Swapper(threading.Thread):
         self.wake.set()
 
     def stop(self) -> None:
-        self.stopping.set()
+        super().stop()
         self.wake.set()
 
     def _pointer_state(self):
@@ -73,7 +72,7 @@ class Swapper(threading.Thread):
         while not self.stopping.is_set():
             asked = self.wake.wait(self.poll_seconds)
             self.wake.clear()
-            self.heartbeat = time.monotonic()
+            self.beat()
             if self.stopping.is_set():
                 break
             state = self._pointer_state()
@@ -86,6 +85,8 @@ class Swapper(threading.Thread):
         try:
             path = self.model_file if self.model_file is not None else current_model_path(self.models_dir)
             new = checkpoint.load(path)
+            if self.model_file is None:
+                check_folder(path, new.identity["version"])
             if new.identity == old.identity:
                 self.log.info("model.unchanged", reason=reason, version=old.identity["version"])
                 return False

@@ -5,10 +5,11 @@ Names: a scan's files are named `<stem>.<sha256[:12]>` (`scan 7.3fa9c0d1e2b4.jso
 same name dropped again get `-2`, `-3`, ... (the ledger keeps names unique); a file whose bytes
 were never read (a folder, a link out of the folder, an oversized file) uses its received time.
 
-JSON files are written to a temporary name, fsynced, renamed, and their folder fsynced: a
-reader sees a whole file or none. verdicts.csv is UTF-8 with a byte-order mark (so spreadsheets
-read accents right; pandas skips it), one header, and text cells that a spreadsheet would run as
-a formula (starting = + - @, or a tab or carriage return) prefixed with an apostrophe.
+JSON files are written atomically (atomic.write_many): a reader sees a whole file or none.
+verdicts.csv is UTF-8 with a byte-order mark (so spreadsheets read accents right; pandas skips
+it), one header, and text cells that a spreadsheet would run as a formula (starting = + - @, or
+a tab or carriage return) prefixed with an apostrophe. It may be rotated (renamed or deleted)
+while the service runs: the next line goes to a new file with a header, never into the old one.
 """
 from __future__ import annotations
 
@@ -17,19 +18,14 @@ import io
 import json
 import os
 import unicodedata
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tumord.atomic import fsync_dir
+from tumord import __version__
+from tumord.atomic import fsync_dir, write_atomic
+from tumord.service.records import printable, utc_now
 
-TEMP_PREFIX = ".tumord-tmp."  # our temporary files; anything left with it after a crash is swept
 CSV_NAME = "verdicts.csv"
 BOM = "\ufeff"
-
-
-def printable(path: str) -> str:
-    """A path as valid text: bytes that are not UTF-8 (a Latin-1 name from a file share) become U+FFFD."""
-    return os.fsencode(path).decode("utf-8", "replace")
 
 
 def base_name(rel_path: str, sha256: str | None, received_at: str) -> str:
@@ -40,34 +36,6 @@ def base_name(rel_path: str, sha256: str | None, received_at: str) -> str:
         stem = stem[:-1]
     tag = sha256[:12] if sha256 else received_at.replace("-", "").replace(":", "").replace(".", "")
     return f"{stem}.{tag}"
-
-
-def write_files(items: list[tuple[Path, bytes]], pool: ThreadPoolExecutor | None = None) -> None:
-    """Writes several files atomically and durably; the fsyncs run in parallel (the journal groups them)."""
-    def write_temp(item):
-        path, data = item
-        tmp = path.with_name(f"{TEMP_PREFIX}{path.name}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        return tmp
-
-    temps = list(pool.map(write_temp, items) if pool is not None else map(write_temp, items))
-    for tmp, (path, _) in zip(temps, items):
-        os.replace(tmp, path)
-    for folder in {path.parent for path, _ in items}:
-        fsync_dir(folder)
-
-
-def sweep_temporaries(*folders: Path) -> list[Path]:
-    """Removes temporary files a killed process left behind; returns them."""
-    swept = []
-    for folder in folders:
-        for p in folder.glob(f"{TEMP_PREFIX}*"):
-            p.unlink(missing_ok=True)
-            swept.append(p)
-    return swept
 
 
 def to_json(record: dict) -> bytes:
@@ -105,6 +73,10 @@ def csv_line(verdict: dict, class_names: list[str]) -> str:
                   verdict["classified_at"], verdict["tumord_version"], verdict["verdict"]])
 
 
+class CsvReplaced(OSError):
+    """verdicts.csv is not the file the stored offsets refer to; they must be rebased first."""
+
+
 class VerdictCsv:
     """verdicts.csv, appended with fsync; the header is written once, with the file."""
 
@@ -123,13 +95,20 @@ class VerdictCsv:
                 rotated = self.path.with_name(f"verdicts.until-{_stamp()}.csv")
                 os.replace(self.path, rotated)
                 fsync_dir(self.path.parent)
-        if not self.path.exists():
-            write_files([(self.path, self.header.encode("utf-8"))])
+        self.ensure()
         self.trim_partial_line()
         return rotated
 
-    def size(self) -> int:
-        return self.path.stat().st_size
+    def ensure(self) -> os.stat_result:
+        """The file as it is now; a new one with the header if it was rotated away (renamed or deleted)."""
+        try:
+            st = os.stat(self.path)
+            if st.st_size > 0:
+                return st
+        except FileNotFoundError:
+            pass
+        write_atomic(self.path, self.header)  # also over an empty file, as `logrotate create` leaves
+        return os.stat(self.path)
 
     def trim_partial_line(self) -> None:
         """A line cut short by a crash (no line end) is removed; whole lines never contain one."""
@@ -144,9 +123,12 @@ class VerdictCsv:
             f.truncate(max(keep, len(self.header.encode())))
             os.fsync(f.fileno())
 
-    def append(self, text: str, at: int | None = None) -> None:
-        """Appends lines durably; with `at`, first cuts the file back to that byte offset."""
+    def append(self, text: str, at: int | None = None, ino: int | None = None) -> None:
+        """Appends lines durably; with `at`, first cuts the file back to that byte offset. With `ino`,
+        refuses (CsvReplaced) to write into any other file than that one, e.g. one just rotated."""
         with open(self.path, "rb+") as f:
+            if ino is not None and os.fstat(f.fileno()).st_ino != ino:
+                raise CsvReplaced(f"{self.path} was replaced while its lines were being written")
             if at is not None and at < f.seek(0, os.SEEK_END):
                 f.truncate(at)  # an earlier attempt at these lines, whole or cut short
             f.seek(0, os.SEEK_END)
@@ -159,3 +141,52 @@ def _stamp() -> str:
     from datetime import datetime, timezone
 
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+# --- the JSON records -----------------------------------------------------------------------
+
+CHANGED_AFTER = ("the file changed or was replaced after it was judged, so it was not archived; "
+                 "its new content gets a verdict of its own, which names this one under `replaces`")
+
+
+def verdict_record(scan, name: str, received_at: str, model, archived_as: str) -> dict:
+    probs = scan.probabilities
+    return {
+        "file": scan.shown,
+        "sha256": scan.fingerprint.sha256,
+        "label": model.class_names[int(probs.argmax())],
+        "probabilities": {c: round(float(p), 6) for c, p in zip(model.class_names, probs)},
+        "confidence": round(float(probs.max()), 6),
+        "model": model.identity,
+        "received_at": received_at,
+        "classified_at": scan.classified_at,
+        "tumord_version": __version__,
+        "verdict": f"{name}.json",
+        **({"explanation": f"{name}.png"} if scan.explanation is not None else {}),
+        **({"replaces": f"{scan.replaces}.json"} if scan.replaces else {}),
+        "archived_as": archived_as,
+    }
+
+
+def error_record(scan, received_at: str, moved_to: str) -> dict:
+    return {
+        "file": scan.shown,
+        "error": scan.error,
+        **({"what_to_do": scan.advice} if scan.advice else {}),
+        "sha256": scan.fingerprint.sha256,
+        "size_bytes": scan.fingerprint.size,
+        "received_at": received_at,
+        "failed_at": utc_now(),
+        "moved_to": moved_to,
+        "tumord_version": __version__,
+    }
+
+
+def mark_changed_after(path: Path) -> None:
+    """Rewrites a verdict or error file whose input was not archived because it changed meanwhile."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    record.update({"archived_as" if "verdict" in record else "moved_to": "", "changed_after": CHANGED_AFTER})
+    write_atomic(path, to_json(record))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tumord.atomic import write_atomic
 from tumord.data.cache import load_images
 from tumord.data.dataset import list_dataset
 from tumord.data.dedup import near_duplicate_groups
@@ -136,7 +137,7 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
     meta = checkpoint.save(staging / "model.npz", net, meta)
     report = {"model": {"version": meta["version"], "sha256": meta["weights_sha256"]}, "test": metrics,
               "calibration": calibration, "summary": summary, "history": hist.epochs, "split": _split_record(data)}
-    (staging / "report.json").write_text(json.dumps(report, indent=1))
+    write_atomic(staging / "report.json", json.dumps(report, indent=1))
     write_figure(staging / "report.png", hist.epochs, probs, y_te, metrics, train_cfg["negative_class"])
     print(format_metrics(metrics, f"Test split of {data_dir}"), file=sys.stderr)
     print(f"  calibration: temperature {temperature:.3f}, test ECE {calibration['test_ece_before']:.4f} -> "

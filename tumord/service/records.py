@@ -1,0 +1,137 @@
+"""What the service's stages hand each other and share: records only, so that stages import this
+and not each other.
+
+    Intake --Ready--> Classify --Batch of Scans--> Commit --Verdict--> ledger, files, verdicts.csv
+
+Shared: `Inflight` (paths handed on and not yet out of the input folder), `Counters` (for
+STATUS), `Folders` (where things go).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from tumord.model.checkpoint import Classifier
+from tumord.service.ledger import Fingerprint, Row
+
+
+def utc_now() -> str:
+    """UTC ISO 8601 with milliseconds, as every verdict and error file states times."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def printable(path: str) -> str:
+    """A path as valid text: bytes that are not UTF-8 (a Latin-1 name from a file share) become U+FFFD."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
+@dataclass
+class Ready:
+    """A complete file, handed to the classifier."""
+
+    path: str
+    received_at: str  # UTC ISO 8601, when the file was found complete
+    ready_at: float  # time.monotonic() of the same moment, for latency
+    retrying_since: float | None = None  # time.monotonic() of its first failed attempt, when retried
+
+
+@dataclass(eq=False)
+class Scan:
+    ready: Ready
+    rel: str  # path relative to the input folder (may hold undecodable bytes as surrogates)
+    fingerprint: Fingerprint | None = None
+    image: np.ndarray | None = None
+    error: str | None = None  # why it failed, in words for a person
+    advice: str | None = None  # what the person can do about it, when there is something
+    retry: str | None = None  # why it is not judged yet and is tried again later (not a failure)
+    changed: bool = False  # modified while being read: not complete after all
+    previous: Row | None = None  # its row from an earlier attempt, if any
+    replaces: str | None = None  # the verdict of the same file before its bytes changed, if any
+    probabilities: np.ndarray | None = None
+    classified_at: str = ""
+    explanation: bytes | None = None  # heat-map PNG, when the service is asked to explain
+
+    @property
+    def path(self) -> str:
+        return self.ready.path
+
+    @property
+    def shown(self) -> str:
+        """The relative path as verdicts, errors and logs report it."""
+        return printable(self.rel)
+
+    @property
+    def already_done(self) -> bool:
+        """Judged and recorded before; only its move out of the folder is left."""
+        return self.previous is not None and self.previous.state == "done"
+
+
+@dataclass
+class Batch:
+    model: Classifier
+    scans: list[Scan] = field(default_factory=list)
+
+
+@dataclass
+class Verdict:
+    """The outcome of one scan as the ledger stores it; the JSON file says more (commit.py)."""
+
+    id: int  # its ledger row
+    name: str  # <name>.json, archived as <name><suffix>
+    outcome: str  # classified or failed
+    moved_to: str  # where the input goes ('' when deleted)
+    label: str | None = None
+    error: str | None = None
+    model: str | None = None  # version of the model that classified it
+    csv_line: str | None = None
+    csv_at: int | None = None  # byte offset of its line in verdicts.csv ...
+    csv_ino: int | None = None  # ... in the file with this inode (a rotated file is never written again)
+
+
+class Inflight:
+    """Paths handed to the classifier and not yet moved out of the input folder."""
+
+    def __init__(self):
+        self._paths: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, path: str) -> None:
+        with self._lock:
+            self._paths.add(path)
+
+    def discard(self, path: str) -> None:
+        with self._lock:
+            self._paths.discard(path)
+
+    def busy(self, path: str) -> bool:
+        with self._lock:
+            return path in self._paths
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._paths)
+
+
+@dataclass
+class Folders:
+    input: Path
+    output: Path
+    archive: Path
+    failed: Path
+    delete_classified: bool
+
+
+class Counters:
+    def __init__(self):
+        self.classified = self.failed = self.skipped = 0
+        self.lock = threading.Lock()
+
+    def add(self, **kw) -> None:
+        with self.lock:
+            for k, v in kw.items():
+                setattr(self, k, getattr(self, k) + v)
