@@ -91,13 +91,13 @@ class ConvBlock:
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         u, sign, mean, inv_std, a = self._cache
         self._cache = None
-        bn, p = self.bn, self.pool.size
+        bn = self.bn
         beta = bn.params["beta"]
         g = grad_out.transpose(1, 0, 2, 3)  # (C, N, Ho, Wo)
         uc = u.transpose(1, 0, 2, 3)
         n, c, h, w = u.shape
         count = n * h * w
-        pooled, out = self._bufs["pooled"], self._bufs["out"]
+        pooled = self._bufs["pooled"]
         row_arg, col_arg = self._bufs["row_arg"], self._bufs["col_arg"]
         d_gamma, d_beta = bn.grads["gamma"], bn.grads["beta"]
 
@@ -124,10 +124,6 @@ class ConvBlock:
 
         parallel.over_channels(piece, c, n * h * w * u.itemsize)
         return self.conv.backward(u, need_input_grad)
-
-    @property
-    def layers(self) -> list[Layer]:
-        return [self.conv, self.bn, self.pool, self.relu]
 
 
 def training_units(layers: list[Layer]) -> list:
