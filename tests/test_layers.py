@@ -20,7 +20,8 @@ LAYERS = [
     ("tumord", "atomic", "logs", "config"),  # version, durable writes, logging, settings
     ("data",),                               # reading scans and preparing them
     ("model",),                              # the model file, its registry, prediction
-    ("training", "service"),                 # side by side: neither imports the other
+    ("abstain",),                            # input checks, abstention decisions, drift tracking
+    ("training", "service", "labelling"),    # side by side: none imports another
     ("commands",),                           # one module per command; they share commands.common
     ("cli",),
 ]

@@ -11,7 +11,7 @@ from tumord.logs import setup_logging
 from tumord.model.checkpoint import CheckpointError
 
 # module name in tumord.commands for each subcommand, in the order `--help` lists them
-COMMANDS = ["watch", "train", "eval", "predict", "import_model", "models"]
+COMMANDS = ["watch", "train", "eval", "predict", "feedback", "review", "import_model", "models", "add_reference"]
 
 
 def build_parser() -> argparse.ArgumentParser:

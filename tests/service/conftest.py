@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -104,6 +105,33 @@ def ledger_rows(output: Path) -> list[dict]:
 def leftovers(output: Path) -> list[Path]:
     """Temporary or partial files anywhere under output/."""
     return [p for p in output.rglob("*") if p.name.startswith(".tumord-tmp.")]
+
+
+@contextmanager
+def systemd_messages():
+    """A notify socket as systemd listens on it: yields (its NOTIFY_SOCKET address, the messages so far)."""
+    name = f"tumord-notify-{os.getpid()}-{time.monotonic_ns()}"
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind("\0" + name)
+    rx.settimeout(0.2)
+    got: list[str] = []
+    stop = threading.Event()
+
+    def listen():
+        while not stop.is_set():
+            try:
+                got.append(rx.recv(4096).decode())
+            except TimeoutError:
+                pass
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    try:
+        yield "@" + name, got
+    finally:
+        stop.set()
+        listener.join()
+        rx.close()
 
 
 class Watch:

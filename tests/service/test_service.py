@@ -3,10 +3,8 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import struct
 import subprocess
-import threading
 import time
 import zlib
 
@@ -14,7 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.service.conftest import csv_rows, drop, leftovers, ledger_rows, make_model, png, point, staged, verdicts
+from tests.service.conftest import (csv_rows, drop, leftovers, ledger_rows, make_model, png, point, staged,
+                                    systemd_messages, verdicts)
 from tumord.model import checkpoint
 
 
@@ -303,33 +302,13 @@ class TestSignals:
 
     def test_systemd_notifications(self, service, rng):
         """READY=1 once serving, STATUS with counts and model, WATCHDOG=1 pings, STOPPING=1 on SIGTERM."""
-        name = f"tumord-notify-{os.getpid()}-{time.monotonic_ns()}"
-        rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        rx.bind("\0" + name)
-        rx.settimeout(0.2)
-        got: list[str] = []
-        stop = threading.Event()
-
-        def listen():
-            while not stop.is_set():
-                try:
-                    got.append(rx.recv(4096).decode())
-                except TimeoutError:
-                    pass
-
-        listener = threading.Thread(target=listen)
-        listener.start()
-        try:
-            w = service(env={"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "400000"}).start()
+        with systemd_messages() as (address, got):
+            w = service(env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"}).start()
             w.wait_for("service.ready")
             drop(w.input, "n.png", png(rng))
             w.wait_for("scan.classified")
             time.sleep(0.6)
             assert w.stop() == 0
-        finally:
-            stop.set()
-            listener.join()
-            rx.close()
         text = "\n".join(got)
         assert got[0].startswith("READY=1") and "STATUS=" in got[0] and "model " in got[0]
         assert text.count("WATCHDOG=1") >= 2

@@ -6,8 +6,9 @@ import json
 import sys
 from pathlib import Path
 
+from tumord.abstain.judge import AbstainSettings, judge
 from tumord.commands.common import add_config_options, config_from_args, load_model
-from tumord.data.images import ImageError, read_scan
+from tumord.data.images import ImageError, read_decoded, resize, to_gray_uint8
 
 
 def register(sub) -> None:
@@ -26,21 +27,25 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     model = load_model(args.model, cfg)
+    settings = AbstainSettings.from_config(cfg)
     failed = 0
     for path in args.images:
         try:
-            img = read_scan(path, model.preprocess)
+            raw = read_decoded(path)
+            img = resize(to_gray_uint8(raw, path), model.preprocess)
         except ImageError as e:
             failed += 1
             print(f"tumord predict: {e}", file=sys.stderr)
             continue
-        probs = model.predict(img[None])[0]
+        judgement = judge(model, img[None], [settings.checks.reasons(raw)], settings)[0]
+        probs = judgement.probabilities
         label = model.class_names[int(probs.argmax())]
         result = {
             "file": str(path),
             "label": label,
             "probabilities": {n: round(float(p), 6) for n, p in zip(model.class_names, probs)},
             "confidence": round(float(probs.max()), 6),
+            **judgement.fields(),
             "model": model.identity,
         }
         if args.explain:
@@ -53,5 +58,6 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(result), flush=True)
         else:
             shown = "  ".join(f"{n} {p:.3f}" for n, p in result["probabilities"].items())
-            print(f"{path}: {label}  ({shown})", flush=True)
+            abstained = f"  ABSTAINED: {'; '.join(judgement.reasons)}" if judgement.abstained else ""
+            print(f"{path}: {label}  ({shown}){abstained}", flush=True)
     return 1 if failed else 0

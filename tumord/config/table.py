@@ -54,6 +54,7 @@ SECTIONS = {
     "registry": "models/: versions/<version>/, current.json, and how `tumord train` promotes",
     "registry.gate": "a new model becomes current only if, on the shared held-out images, it passes these",
     "watch": "tumord watch: the folder-watching service",
+    "abstain": "saying when a scan is beyond the model (docs/abstention.md)",
 }
 
 TABLE: dict[str, Any] = {
@@ -62,6 +63,7 @@ TABLE: dict[str, Any] = {
         "output": Key("output", "verdicts (JSON per scan, verdicts.csv), archive/ and failed/"),
         "models": Key("models", "model registry: versions/<version>/ and current.json"),
         "cache": Key(".cache/tumord", "decoded training images (uint8), reused while files are unchanged"),
+        "training": Key("training", "labelled scans filed by `tumord feedback`, one subfolder per class"),
     },
     "preprocess": {
         "size": Key(128, "scans become size x size grayscale; stored in each model file", **POSITIVE),
@@ -117,6 +119,23 @@ TABLE: dict[str, Any] = {
             "brightness": Key(0.1, **SHARE),
             "contrast": Key(0.1, at_least=0, below=1),
         },
+    },
+    "abstain": {
+        "enabled": Key(True, "false: verdicts never abstain (probabilities are unchanged)"),
+        "method": Key("knn", "feature distance: knn (nearest training scan) or mahalanobis",
+                      choices=("knn", "mahalanobis")),
+        "accept_share": Key(0.95, "the distance threshold lets this share of the validation scans through",
+                            above=0, at_most=1),
+        "min_side": Key(64, "scans whose shorter side is under this many pixels are too small", **NOT_NEGATIVE),
+        "max_aspect": Key(2.5, "longer side over shorter side above this: not a brain slice", at_least=1),
+        "min_contrast": Key(4.0, "gray-level standard deviation (0-255) below this: blank or nearly constant",
+                            **NOT_NEGATIVE),
+        "max_colour": Key(12.0, "mean spread between colour channels (0-255) above this: a colour image",
+                          **NOT_NEGATIVE),
+        "drift_window": Key(200, "the service's drift alarm looks at the last this many scans", **POSITIVE),
+        "drift_share": Key(0.25, "and warns (log and STATUS) when more than this share of them abstained",
+                           **SHARE),
+        "drift_min_scans": Key(50, "but not before it has seen this many", **NOT_NEGATIVE),
     },
     "registry": {
         "keep": Key(10, "versions kept, newest first; the current and the previous one are always kept too",

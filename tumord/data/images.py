@@ -66,15 +66,20 @@ def to_gray_uint8(img: np.ndarray, path: str | Path = "<image>") -> np.ndarray:
     return np.round((img - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
-def decode_gray(data: bytes | np.ndarray, path: str | Path = "<image>") -> np.ndarray:
-    """Decodes image bytes to 8-bit gray at full resolution."""
+def decode(data: bytes | np.ndarray, path: str | Path = "<image>") -> np.ndarray:
+    """Decodes image bytes as stored: any depth, gray, BGR or BGRA (the input checks look at colour)."""
     buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
     if buf.size == 0:
         raise ImageError(path, "is empty (0 bytes)")
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
     if img is None:
         raise ImageError(path, "is not a readable image (corrupt, truncated, or not JPEG/PNG/TIFF/BMP)")
-    return to_gray_uint8(img, path)
+    return img
+
+
+def decode_gray(data: bytes | np.ndarray, path: str | Path = "<image>") -> np.ndarray:
+    """Decodes image bytes to 8-bit gray at full resolution."""
+    return to_gray_uint8(decode(data, path), path)
 
 
 def resize(gray: np.ndarray, pre: Preprocess) -> np.ndarray:
@@ -82,10 +87,15 @@ def resize(gray: np.ndarray, pre: Preprocess) -> np.ndarray:
     return cv2.resize(gray, (pre.size, pre.size), interpolation=interp)
 
 
-def read_scan(path: str | Path, pre: Preprocess) -> np.ndarray:
-    """The preprocessing function: file -> (size, size) uint8 gray."""
+def read_decoded(path: str | Path) -> np.ndarray:
+    """A file decoded as stored (see `decode`)."""
     try:
         data = Path(path).read_bytes()
     except OSError as e:
         raise ImageError(path, f"cannot be read ({e.strerror})") from e
-    return resize(decode_gray(data, path), pre)
+    return decode(data, path)
+
+
+def read_scan(path: str | Path, pre: Preprocess) -> np.ndarray:
+    """The preprocessing function: file -> (size, size) uint8 gray."""
+    return resize(to_gray_uint8(read_decoded(path), path), pre)

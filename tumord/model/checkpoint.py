@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from tumord import __version__
+from tumord.nn.feature_distance import PREFIX as REFERENCE_PREFIX
+from tumord.nn.feature_distance import Reference
 from tumord.atomic import write_atomic
 from tumord.data.images import Preprocess
 from tumord.model.predict import chunk_size, predict_logits
@@ -44,8 +46,9 @@ def weights_sha256(state: dict[str, np.ndarray]) -> str:
 class Classifier:
     """A network with its metadata: what the CLI, evaluation and the service call."""
 
-    def __init__(self, net: Network, meta: dict, path: Path | None = None):
+    def __init__(self, net: Network, meta: dict, path: Path | None = None, reference: Reference | None = None):
         self.net, self.meta, self.path = net, meta, path
+        self.reference = reference  # training features' statistics for abstention; None in older files
         self.class_names: list[str] = list(meta["class_names"])
         self.preprocess = Preprocess.from_dict(meta["preprocess"])
         self.temperature = float(meta.get("temperature", 1.0))
@@ -82,11 +85,17 @@ def new_metadata(net: Network, class_names, preprocess: Preprocess, **extra) -> 
     return meta
 
 
-def save(path: str | Path, net: Network, meta: dict) -> dict:
-    """Writes the model atomically; fills in weights_sha256 and version; returns the metadata."""
+def save(path: str | Path, net: Network, meta: dict, reference: Reference | None = None) -> dict:
+    """Writes the model atomically; fills in weights_sha256 and version; returns the metadata.
+
+    With a reference, its arrays go in beside the weights and their own hash in meta["abstain"]."""
     state = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in net.state_dict().items()}
     meta = dict(meta)
     meta["weights_sha256"] = weights_sha256(state)
+    if reference is not None:
+        extra = {k: np.ascontiguousarray(v) for k, v in reference.to_arrays().items()}
+        meta["abstain"] = {**reference.describe(), "sha256": weights_sha256(extra)}
+        state.update(extra)
     stamp = meta["created_at"].replace("-", "").replace(":", "")
     meta["version"] = f"{stamp}-{meta['weights_sha256'][:8]}"
     buf = io.BytesIO()
@@ -120,8 +129,10 @@ def load(path: str | Path) -> Classifier:
     for key in ("architecture", "class_names", "preprocess", "weights_sha256", "version"):
         if key not in meta:
             _fail(path, f"metadata lacks {key!r}")
+    extra = {k: arrays.pop(k) for k in [k for k in arrays if k.startswith(REFERENCE_PREFIX)]}
     if weights_sha256(arrays) != meta["weights_sha256"]:
         _fail(path, "weights do not match their recorded SHA-256 (the file is corrupt or was altered)")
+    reference = _reference(path, meta, extra)
     try:
         arch = meta["architecture"]
         net = Network(tuple(arch["input_shape"]), arch["layers"])
@@ -131,6 +142,19 @@ def load(path: str | Path) -> Classifier:
     if net.output_shape != (len(meta["class_names"]),):
         _fail(path, f"network gives {net.output_shape} outputs for {len(meta['class_names'])} class names")
     try:
-        return Classifier(net, meta, path)
+        return Classifier(net, meta, path, reference)
     except (ValueError, TypeError) as e:
         _fail(path, f"preprocessing: {e}")
+
+
+def _reference(path, meta: dict, extra: dict[str, np.ndarray]) -> Reference | None:
+    """The abstention reference, checked against its own hash; None for files made before it existed."""
+    info = meta.get("abstain")
+    if info is None and not extra:
+        return None
+    if info is None or weights_sha256(extra) != info.get("sha256"):
+        _fail(path, "abstention reference arrays do not match their recorded SHA-256 (corrupt or altered)")
+    try:
+        return Reference.from_arrays(extra, info)
+    except (KeyError, ValueError, TypeError, IndexError) as e:
+        _fail(path, f"abstention reference is unusable: {e}")

@@ -20,11 +20,12 @@ import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from tumord.data.images import ImageError, decode_gray, resize
+from tumord.abstain.judge import AbstainSettings, judge
+from tumord.data.images import ImageError, decode, resize, to_gray_uint8
 from tumord.model.checkpoint import Classifier
 from tumord.model.explain import explanation_png
 from tumord.service import safety
@@ -43,6 +44,7 @@ class Limits:
     max_bytes: int
     stable_seconds: float = 2.0  # a file modified this recently may still be growing
     retry_seconds: float = 3600.0  # how long a file that cannot be judged yet is tried again
+    abstain: AbstainSettings = field(default_factory=AbstainSettings)
 
 
 def _retry_or_fail(scan: Scan, limits: Limits, reason: str, advice: str | None = None) -> Scan:
@@ -111,7 +113,9 @@ def prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
         return fail(e.reason)
     try:
         safety.check_image(data, shown, limits.max_pixels)
-        scan.image = resize(decode_gray(data, shown), model.preprocess)
+        raw = decode(data, shown)
+        scan.check_reasons = limits.abstain.checks.reasons(raw)
+        scan.image = resize(to_gray_uint8(raw, shown), model.preprocess)
     except Exception as e:  # ImageError, or a decoder failing in some new way: still just a bad file
         reason = e.reason if isinstance(e, ImageError) else f"could not be decoded ({type(e).__name__}: {e})"
         if _may_be_growing(st, limits):  # perhaps a writer that paused: judge it once it holds still
@@ -209,10 +213,11 @@ class Classify(Worker):
                 batch.scans.append(scan)
         todo = [s for s in batch.scans if s.image is not None and not s.already_done]
         if todo:
-            probs = batch.model.predict(np.stack([s.image for s in todo]), pool=self.predict_pool)
+            judged = judge(batch.model, np.stack([s.image for s in todo]), [s.check_reasons for s in todo],
+                           self.limits.abstain, self.predict_pool)
             now = utc_now()
-            for s, p in zip(todo, probs):
-                s.probabilities, s.classified_at = p, now
+            for s, j in zip(todo, judged):
+                s.probabilities, s.judgement, s.classified_at = j.probabilities, j, now
                 if self.explain:
                     s.explanation = explanation_png(batch.model, s.image)
         for s in batch.scans:

@@ -64,9 +64,10 @@ class Abandoned(Exception):
 
 class Commit(Worker):
     def __init__(self, *, batches: queue.Queue, ledger: Ledger, csv: VerdictCsv, folders: Folders,
-                 inflight, counters: Counters, log, upstream: threading.Thread | None = None):
+                 inflight, counters: Counters, log, upstream: threading.Thread | None = None, abstentions=None):
         super().__init__("commit")
         self.batches, self.ledger, self.csv, self.folders = batches, ledger, csv, folders
+        self.abstentions = abstentions  # AbstentionTracker: logs each abstention, the drift alarm
         self.inflight, self.counters, self.log, self.upstream = inflight, counters, log, upstream
         self.io = ThreadPoolExecutor(16, thread_name_prefix="fsync")  # parallel fsyncs share journal commits
         self.recovered: dict | None = None
@@ -143,6 +144,8 @@ class Commit(Worker):
             self.inflight.discard(scan.path)
             self._log_outcome(v, scan.shown, latency_ms=round((time.monotonic() - scan.ready.ready_at) * 1000, 1),
                               **({"replaces": scan.replaces + ".json"} if scan.replaces else {}))
+            if self.abstentions is not None and scan.judgement is not None and v.outcome == "classified":
+                self.abstentions.observe(scan.shown, scan.judgement)
         self._log_stayed(stayed)
 
     def _log_outcome(self, v: Verdict | Row, shown: str, **extra) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tumord.abstain.judge import Judgement
 from tumord.model.checkpoint import Classifier
 from tumord.service.ledger import Fingerprint, Row
 
@@ -55,6 +56,8 @@ class Scan:
     probabilities: np.ndarray | None = None
     classified_at: str = ""
     explanation: bytes | None = None  # heat-map PNG, when the service is asked to explain
+    check_reasons: list[str] = field(default_factory=list)  # input checks failed: reasons to abstain
+    judgement: Judgement | None = None  # probabilities and whether the model abstained
 
     @property
     def path(self) -> str:

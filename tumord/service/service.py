@@ -26,6 +26,8 @@ import cv2
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
+from tumord.abstain.drift import AbstentionTracker
+from tumord.abstain.judge import AbstainSettings
 from tumord.atomic import sweep_temporaries
 from tumord.config import ConfigError
 from tumord.model.checkpoint import load
@@ -71,6 +73,8 @@ class Settings:
     blas_threads: int
     temporary_names: list[str]
     retry_seconds: float
+    abstain: AbstainSettings
+    drift: tuple[int, float, int]  # abstain.drift_window, drift_share, drift_min_scans
 
     @classmethod
     def from_config(cls, cfg: dict, source: str, model_file: Path | None = None) -> "Settings":
@@ -101,6 +105,8 @@ class Settings:
             delete_classified=w["on_success"] == "delete", model_poll_seconds=w["model_poll_seconds"],
             stall_seconds=w["stall_seconds"], drain_seconds=w["drain_seconds"], explain=w["explain"],
             blas_threads=w["blas_threads"], temporary_names=w["temporary_names"], retry_seconds=w["retry_seconds"],
+            abstain=AbstainSettings.from_config(cfg),
+            drift=(cfg["abstain"]["drift_window"], cfg["abstain"]["drift_share"], cfg["abstain"]["drift_min_scans"]),
         )
 
 
@@ -168,10 +174,13 @@ class Service:
                              observer=self.observer, writers=_reports_closes(self.observer),
                              temporary_names=s.temporary_names, retry_seconds=s.retry_seconds)
         folders = Folders(s.input, s.output, s.archive, s.failed, s.delete_classified)
+        self.abstentions = AbstentionTracker(*s.drift, log=self.log)
         self.commit = Commit(batches=self.batches, ledger=self.ledger, csv=self.csv, folders=folders,
-                             inflight=self.inflight, counters=self.counters, log=self.log)
+                             inflight=self.inflight, counters=self.counters, log=self.log,
+                             abstentions=self.abstentions)
         self.classify = Classify(root=s.input, ready=self.ready, out=self.batches, slot=self.slot, ledger=self.ledger,
-                                 limits=Limits(s.max_pixels, s.max_bytes, s.stable_seconds, s.retry_seconds),
+                                 limits=Limits(s.max_pixels, s.max_bytes, s.stable_seconds, s.retry_seconds,
+                                               s.abstain),
                                  batch_size=s.batch_size, threads=s.decode_threads, predict_threads=s.predict_threads,
                                  inflight=self.inflight, retry=self.intake.retry, log=self.log, explain=s.explain,
                                  after=self.commit.started)
@@ -229,7 +238,7 @@ class Service:
         c = self.counters
         queued = self.intake.pending() + len(self.inflight)
         line = (f"classified {c.classified}, failed {c.failed}, skipped {c.skipped}, queued {queued}; "
-                f"model {self.slot.model.identity['version']}")
+                f"model {self.slot.model.identity['version']}; {self.abstentions.status()}")
         for t in self._workers():
             trouble = t.trouble()
             if trouble is not None:

@@ -46,7 +46,8 @@ def to_json(record: dict) -> bytes:
 
 def csv_columns(class_names: list[str]) -> list[str]:
     return (["file", "sha256", "label", "confidence"] + [f"probability_{c}" for c in class_names]
-            + ["model_version", "model_sha256", "received_at", "classified_at", "tumord_version", "verdict"])
+            + ["model_version", "model_sha256", "received_at", "classified_at", "tumord_version", "verdict"]
+            + ["abstained", "abstain_reasons", "feature_distance"])
 
 
 def neutralize(value) -> str:
@@ -70,7 +71,14 @@ def csv_line(verdict: dict, class_names: list[str]) -> str:
     return _line([verdict["file"], verdict["sha256"], verdict["label"], verdict["confidence"],
                   *[verdict["probabilities"][c] for c in class_names],
                   verdict["model"]["version"], verdict["model"]["sha256"], verdict["received_at"],
-                  verdict["classified_at"], verdict["tumord_version"], verdict["verdict"]])
+                  verdict["classified_at"], verdict["tumord_version"], verdict["verdict"],
+                  *abstention_cells(verdict)])
+
+
+def abstention_cells(verdict: dict) -> list:
+    distance = verdict.get("feature_distance")
+    return ["yes" if verdict.get("abstained") else "no", "; ".join(verdict.get("abstain_reasons", [])),
+            "" if distance is None else distance["value"]]
 
 
 class CsvReplaced(OSError):
@@ -157,6 +165,7 @@ def verdict_record(scan, name: str, received_at: str, model, archived_as: str) -
         "label": model.class_names[int(probs.argmax())],
         "probabilities": {c: round(float(p), 6) for c, p in zip(model.class_names, probs)},
         "confidence": round(float(probs.max()), 6),
+        **(scan.judgement.fields() if scan.judgement is not None else {}),
         "model": model.identity,
         "received_at": received_at,
         "classified_at": scan.classified_at,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tumord.abstain.fit import fit_reference
 from tumord.atomic import write_atomic
 from tumord.data.cache import load_images
 from tumord.data.dataset import list_dataset
@@ -104,6 +105,7 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
         log.info("extra_data", folders=data.extra.summary)
     images, labels, train_idx = data.training_set()
     hist: History = fit(net, images, labels, train_idx, split["val"], train_cfg, rng, _progress)
+    reference = fit_reference(net, images, labels, train_idx, data.images, split["val"])  # for abstention
     del images, labels
 
     y_va, y_te = data.labels[split["val"]], data.labels[split["test"]]
@@ -134,7 +136,7 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
     meta = checkpoint.new_metadata(net, names, Preprocess(size=cfg["preprocess"]["size"]), temperature=temperature,
                                    training={"summary": summary, "settings": cfg["train"], "model": cfg["model"]},
                                    metrics={"test": metrics, "calibration": calibration})
-    meta = checkpoint.save(staging / "model.npz", net, meta)
+    meta = checkpoint.save(staging / "model.npz", net, meta, reference)
     report = {"model": {"version": meta["version"], "sha256": meta["weights_sha256"]}, "test": metrics,
               "calibration": calibration, "summary": summary, "history": hist.epochs, "split": _split_record(data)}
     write_atomic(staging / "report.json", json.dumps(report, indent=1))

@@ -1,0 +1,68 @@
+"""The reference travels inside the model file under the same rules as the weights."""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from tests.abstain.models import cnn_model, scans
+from tests.synthetic import tiny_model
+from tumord.abstain.judge import judge
+from tumord.model import checkpoint
+from tumord.model.checkpoint import CheckpointError
+
+
+def rewrite(path, change) -> None:
+    """Rewrites the .npz with change(arrays, meta) applied, without recomputing any hash."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(arrays.pop(checkpoint.META_KEY).tobytes())
+    change(arrays, meta)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays, **{checkpoint.META_KEY: np.frombuffer(json.dumps(meta).encode(), np.uint8)})
+    path.write_bytes(buf.getvalue())
+
+
+def test_a_saved_reference_loads_back_and_scores_the_same(tmp_path):
+    model = cnn_model(tmp_path / "m.npz")
+    again = checkpoint.load(tmp_path / "m.npz")
+    images, _ = scans(6, 7)
+    a, b = judge(model, images), judge(again, images)
+    assert [x.distance for x in a] == [x.distance for x in b] and a[0].distance is not None
+    info = again.meta["abstain"]
+    assert info["k"] == 1 and info["bank"] == 80 and info["validation_scans"] == 40
+    with zipfile.ZipFile(tmp_path / "m.npz") as z:  # plain arrays only: nothing that needs pickle
+        assert all(n.endswith(".npy") for n in z.namelist())
+
+
+def test_an_old_model_file_without_a_reference_loads_and_does_not_score(tmp_path):
+    tiny_model(tmp_path / "old.npz", size=64)
+    model = checkpoint.load(tmp_path / "old.npz")
+    assert model.reference is None
+    (j,) = judge(model, scans(1, 3)[0])
+    assert j.distance is None and not j.abstained and j.fields()["feature_distance"] is None
+
+
+def test_an_altered_reference_is_refused_by_its_hash(tmp_path):
+    cnn_model(tmp_path / "m.npz")
+
+    def shift(arrays, meta):
+        arrays["abstain.val_knn"] = arrays["abstain.val_knn"] * 10  # would let everything through
+
+    rewrite(tmp_path / "m.npz", shift)
+    with pytest.raises(CheckpointError, match="abstention reference arrays do not match their recorded SHA-256"):
+        checkpoint.load(tmp_path / "m.npz")
+
+
+def test_reference_arrays_without_their_metadata_or_the_reverse_are_refused(tmp_path):
+    cnn_model(tmp_path / "a.npz")
+    rewrite(tmp_path / "a.npz", lambda arrays, meta: meta.pop("abstain"))
+    with pytest.raises(CheckpointError, match="abstention reference"):
+        checkpoint.load(tmp_path / "a.npz")
+    cnn_model(tmp_path / "b.npz")
+    rewrite(tmp_path / "b.npz", lambda arrays, meta: arrays.pop("abstain.bank"))
+    with pytest.raises(CheckpointError, match="abstention reference"):
+        checkpoint.load(tmp_path / "b.npz")
