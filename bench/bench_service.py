@@ -46,7 +46,7 @@ from tumord.model.registry import current_model_path  # noqa: E402
 from tumord.service.service import limit_blas_threads  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
-from common import blas_report  # noqa: E402
+from common import add_model_and_data_options, blas_report  # noqa: E402
 
 
 def scan_files(data: Path, n: int) -> list[Path]:
@@ -212,8 +212,7 @@ def run(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=None, help="model file (default: the current model in models/)")
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets" / "brain-tumor")
+    add_model_and_data_options(ap, REPO)
     ap.add_argument("--burst", type=int, default=2000, help="scans dropped at once")
     ap.add_argument("--idle", type=int, default=10, help="single scans dropped one at a time")
     ap.add_argument("--blas-threads", type=int, default=DEFAULTS["watch"]["blas_threads"],

@@ -40,3 +40,11 @@ def spread(values, fmt: str = "{:.2f}") -> str:
 def torch_report(torch) -> str:
     return (f"torch {torch.__version__} threads={torch.get_num_threads()} "
             f"mkldnn={torch.backends.mkldnn.is_available()}")
+
+
+def add_model_and_data_options(ap, repo) -> None:
+    """--model (default: the current model in models/) and --data (default: the binary set)."""
+    from pathlib import Path
+
+    ap.add_argument("--model", type=Path, default=None, help="model file (default: the current model in models/)")
+    ap.add_argument("--data", type=Path, default=repo.parent / "shared" / "datasets" / "brain-tumor")

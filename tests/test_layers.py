@@ -21,7 +21,8 @@ LAYERS = [
     ("data",),                               # reading scans and preparing them
     ("model",),                              # the model file, its registry, prediction
     ("abstain",),                            # input checks, abstention decisions, drift tracking
-    ("training", "service", "labelling"),    # side by side: none imports another
+    ("judge",),                              # how one scan is judged: checks, records (watch and batch)
+    ("training", "service", "labelling", "batch"),  # side by side: none imports another
     ("commands",),                           # one module per command; they share commands.common
     ("cli",),
 ]

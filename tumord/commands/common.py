@@ -11,6 +11,12 @@ from tumord.model.registry import current_model_path
 LOCKED = 4  # exit code of `train` and `models add`: another `tumord train` holds the training lock
 
 
+def add_log_option(p: argparse.ArgumentParser) -> None:
+    """--log-json, for the long-running commands (watch, receive)."""
+    p.add_argument("--log-json", action="store_true", default=None,
+                   help="JSON log lines even in a terminal (the default under systemd or a pipe)")
+
+
 def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None,
                    help="YAML settings (default: ./config.yaml if present, else built-in defaults)")

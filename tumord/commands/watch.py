@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tumord.commands.common import add_config_options, config_from_args
+from tumord.commands.common import add_config_options, add_log_option, config_from_args
 from tumord.config import ConfigError
 from tumord.logs import get_logger, setup_logging
 from tumord.service.service import Service, Settings
@@ -18,8 +18,7 @@ def register(sub) -> None:
     p.add_argument("--output", type=Path, default=None, help="folder for verdicts (overrides paths.output)")
     p.add_argument("--model", type=Path, default=None,
                    help="serve this model file (reloaded on SIGHUP) instead of following models/current.json")
-    p.add_argument("--log-json", action="store_true", default=None,
-                   help="JSON log lines even in a terminal (the default under systemd or a pipe)")
+    add_log_option(p)
     add_config_options(p)
     p.set_defaults(run=run)
 

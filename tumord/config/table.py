@@ -55,6 +55,7 @@ SECTIONS = {
     "registry.gate": "a new model becomes current only if, on the shared held-out images, it passes these",
     "watch": "tumord watch: the folder-watching service",
     "abstain": "saying when a scan is beyond the model (docs/abstention.md)",
+    "dicom": "DICOM in and out (docs/dicom.md); needs pip install 'tumord[dicom]'",
 }
 
 TABLE: dict[str, Any] = {
@@ -186,6 +187,17 @@ TABLE: dict[str, Any] = {
                                ".crdownload and .download, Office ~$ files)"),
         "retry_seconds": Key(3600.0, "a scan that cannot be read yet (permission denied) is retried with\n"
                                      "back-off this long, then failed with what to do", **POSITIVE),
+    },
+    "dicom": {
+        "series_stable_seconds": Key(60.0, "a series is complete when none of its instances arrived for this long\n"
+                                           "(mercure's and Orthanc's default is 60 s)", **POSITIVE),
+        "series_rule": Key("top_k_mean", "top_k_mean: a series' tumor probability is the mean of its series_top_k\n"
+                                         "highest slices'; max: its highest slice's (more false alarms on long\n"
+                                         "series: docs/dicom.md, \"Combining slices\")", choices=("max", "top_k_mean")),
+        "series_top_k": Key(3, "slices averaged by top_k_mean", **POSITIVE),
+        "write_results": Key(False, "also write a DICOM Comprehensive 3D SR per series (and, with watch.explain,\n"
+                                    "a secondary capture of the heat map) to output/dicom/; needs\n"
+                                    "watch.on_success: archive"),
     },
 }
 

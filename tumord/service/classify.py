@@ -25,12 +25,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tumord.abstain.judge import AbstainSettings, judge
-from tumord.data.images import ImageError, decode, resize, to_gray_uint8
+from tumord.data.dicom import gray_frames, is_dicom
+from tumord.data.images import ImageError, resize
+from tumord.judge import safety
+from tumord.judge.scan import decode_checked, file_problem
 from tumord.model.checkpoint import Classifier
 from tumord.model.explain import explanation_png
-from tumord.service import safety
 from tumord.service.ledger import Fingerprint, Ledger
 from tumord.service.records import Batch, Inflight, Ready, Scan, utc_now
+from tumord.service.series import instance_probabilities
 from tumord.service.stability import signature
 from tumord.service.worker import Worker
 
@@ -79,22 +82,10 @@ def prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
         scan.error = f"{shown} {reason}"
         return scan
 
-    if stat.S_ISDIR(lst.st_mode):
-        return fail("is a folder, not an image file")
-    if stat.S_ISLNK(lst.st_mode):
-        reason = safety.outside_link(path, root)
-        if reason:
-            return fail(reason)
-    try:
-        st = os.stat(path)
-    except PermissionError as e:
-        return _retry_or_fail(scan, limits, f"cannot be read ({e.strerror})", UNREADABLE_ADVICE)
-    except OSError as e:
-        return fail(f"cannot be read ({e.strerror})")
-    if not stat.S_ISREG(st.st_mode):
-        return fail("is not a regular file (a device, pipe or socket)")
-    if st.st_size > limits.max_bytes:
-        return fail(f"is {st.st_size / 2**20:.0f} MiB; the limit is {limits.max_bytes / 2**20:.0f} MiB")
+    problem = file_problem(path, lst, root, limits.max_bytes)
+    if problem is not None:
+        reason, unreadable = problem
+        return _retry_or_fail(scan, limits, reason, UNREADABLE_ADVICE) if unreadable else fail(reason)
     try:
         before = signature(path) if not stat.S_ISLNK(lst.st_mode) else None
         with open(path, "rb") as f:
@@ -107,17 +98,26 @@ def prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
             return _retry_or_fail(scan, limits, f"cannot be read ({e.strerror})", UNREADABLE_ADVICE)
         return fail(f"cannot be read ({e.strerror})")
     scan.fingerprint = Fingerprint.of(rel, lst, hashlib.sha256(data).hexdigest())
+    dicom = is_dicom(data)  # recognised by content, with or without a .dcm name
     try:
-        safety.check_suffix(shown)
+        if not dicom:
+            safety.check_suffix(shown)
     except ImageError as e:
         return fail(e.reason)
     try:
-        safety.check_image(data, shown, limits.max_pixels)
-        raw = decode(data, shown)
-        scan.check_reasons = limits.abstain.checks.reasons(raw)
-        scan.image = resize(to_gray_uint8(raw, shown), model.preprocess)
-    except Exception as e:  # ImageError, or a decoder failing in some new way: still just a bad file
+        if dicom:  # an image of (frames, size, size), each frame checked as a scan of its own
+            grays, scan.dicom = gray_frames(data, shown, limits.max_pixels)
+            scan.frame_reasons = [limits.abstain.checks.reasons(g) for g in grays]
+            scan.image = np.stack([resize(g, model.preprocess) for g in grays])
+        else:
+            scan.image, scan.check_reasons = decode_checked(data, shown, model.preprocess, limits.max_pixels,
+                                                            limits.abstain.checks)
+    except Exception as e:  # ImageError, or a DICOM decoder failing in some new way: still just a bad file
         reason = e.reason if isinstance(e, ImageError) else f"could not be decoded ({type(e).__name__}: {e})"
+        try:
+            st = os.stat(path)  # the file's own times, also behind a link
+        except OSError:
+            st = lst
         if _may_be_growing(st, limits):  # perhaps a writer that paused: judge it once it holds still
             return _retry_or_fail(scan, limits, reason)
         return fail(reason)
@@ -213,13 +213,21 @@ class Classify(Worker):
                 batch.scans.append(scan)
         todo = [s for s in batch.scans if s.image is not None and not s.already_done]
         if todo:
-            judged = judge(batch.model, np.stack([s.image for s in todo]), [s.check_reasons for s in todo],
-                           self.limits.abstain, self.predict_pool)
+            # a DICOM instance brings one image per frame: judged together, then regrouped
+            images = [s.image if s.dicom is not None else s.image[None] for s in todo]
+            reasons = [r for s in todo for r in (s.frame_reasons if s.dicom is not None else [s.check_reasons])]
+            judged = judge(batch.model, np.concatenate(images), reasons, self.limits.abstain, self.predict_pool)
+            starts = np.cumsum([0] + [len(i) for i in images])
             now = utc_now()
-            for s, j in zip(todo, judged):
+            for s, start, end in zip(todo, starts, starts[1:]):
+                frames, driver = judged[start:end], 0
+                if s.dicom is not None:  # the instance is judged by its frame of highest tumor probability
+                    s.slice_probabilities = np.stack([j.probabilities for j in frames])
+                    driver, _ = instance_probabilities(s.slice_probabilities, batch.model.class_names)
+                j = frames[driver]
                 s.probabilities, s.judgement, s.classified_at = j.probabilities, j, now
                 if self.explain:
-                    s.explanation = explanation_png(batch.model, s.image)
+                    s.explanation = explanation_png(batch.model, s.image[driver] if s.dicom else s.image)
         for s in batch.scans:
             s.image = None  # the commit stage needs only the probabilities
         return batch

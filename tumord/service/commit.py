@@ -44,6 +44,7 @@ from tumord.atomic import fsync_dir, write_many
 from tumord.service import moves
 from tumord.service.ledger import Ledger, Row
 from tumord.service.records import Batch, Counters, Folders, Scan, Verdict, printable, utc_now
+from tumord.service.series import instance_fields
 from tumord.service.verdicts import (
     VerdictCsv,
     base_name,
@@ -64,11 +65,13 @@ class Abandoned(Exception):
 
 class Commit(Worker):
     def __init__(self, *, batches: queue.Queue, ledger: Ledger, csv: VerdictCsv, folders: Folders,
-                 inflight, counters: Counters, log, upstream: threading.Thread | None = None, abstentions=None):
+                 inflight, counters: Counters, log, upstream: threading.Thread | None = None, abstentions=None,
+                 series=None):
         super().__init__("commit")
         self.batches, self.ledger, self.csv, self.folders = batches, ledger, csv, folders
         self.abstentions = abstentions  # AbstentionTracker: logs each abstention, the drift alarm
         self.inflight, self.counters, self.log, self.upstream = inflight, counters, log, upstream
+        self.series = series  # SeriesTracker: told of each DICOM verdict once it is durable
         self.io = ThreadPoolExecutor(16, thread_name_prefix="fsync")  # parallel fsyncs share journal commits
         self.recovered: dict | None = None
         # set once start-up recovery is over: batches judged before it could hold rows it changes
@@ -165,14 +168,18 @@ class Commit(Worker):
     def record(self, scans: list[Scan], model) -> list[Verdict]:
         """Steps 1 to 3: names reserved, verdict and error files durable, rows `written`."""
         rows = self._reserve(scans)
-        verdicts, files = [], []
+        verdicts, files, dicom = [], [], []
         for scan, row in zip(scans, rows):
             verdict, record, target = self._outcome(scan, row, model)
             verdicts.append(verdict)
+            if scan.dicom is not None and scan.error is None:
+                dicom.append((scan, record))
             files.append((target, to_json(record)))
             if scan.explanation is not None and scan.error is None:
                 files.append((self.folders.output / record["explanation"], scan.explanation))
         write_many(files, self.io)
+        if self.series is not None and dicom:  # before `written`: a crash in between re-notes the same rows
+            self.series.note_many(dicom)
         st = self.csv.ensure()
         at = st.st_size
         for v in verdicts:
@@ -210,7 +217,8 @@ class Commit(Worker):
         f, suffix = self.folders, os.path.splitext(scan.shown)[1]
         if scan.error is None:
             archived_as = "" if f.delete_classified else str(f.archive / f"{row.name}{suffix}")
-            record = verdict_record(scan, row.name, row.received_at, model, archived_as)
+            record = {**verdict_record(scan, row.name, row.received_at, model, archived_as),
+                      **instance_fields(scan, model.class_names)}
             verdict = Verdict(row.id, row.name, "classified", archived_as, label=record["label"],
                               model=model.identity["version"], csv_line=csv_line(record, self.csv.class_names))
             return verdict, record, f.output / f"{row.name}.json"

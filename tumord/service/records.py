@@ -8,27 +8,17 @@ STATUS), `Folders` (where things go).
 """
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from tumord.abstain.judge import Judgement
+from tumord.data.dicom import DicomInfo
+from tumord.judge.record import printable, utc_now  # noqa: F401 (shared with batch; the stages import them from here)
 from tumord.model.checkpoint import Classifier
 from tumord.service.ledger import Fingerprint, Row
-
-
-def utc_now() -> str:
-    """UTC ISO 8601 with milliseconds, as every verdict and error file states times."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def printable(path: str) -> str:
-    """A path as valid text: bytes that are not UTF-8 (a Latin-1 name from a file share) become U+FFFD."""
-    return os.fsencode(path).decode("utf-8", "replace")
 
 
 @dataclass
@@ -58,6 +48,9 @@ class Scan:
     explanation: bytes | None = None  # heat-map PNG, when the service is asked to explain
     check_reasons: list[str] = field(default_factory=list)  # input checks failed: reasons to abstain
     judgement: Judgement | None = None  # probabilities and whether the model abstained
+    dicom: DicomInfo | None = None  # a DICOM instance's identifiers; its image is then (frames, H, W)
+    slice_probabilities: np.ndarray | None = None  # DICOM: one row per frame
+    frame_reasons: list[list[str]] | None = None  # DICOM: the input checks' reasons per frame
 
     @property
     def path(self) -> str:

@@ -38,6 +38,7 @@ from tumord.service.intake import Intake
 from tumord.service.ledger import Ledger
 from tumord.service.notify import Notifier, Pinger, watchdog_interval
 from tumord.service.records import Counters, Folders, Inflight
+from tumord.service.series import Rule, SeriesTracker
 from tumord.service.swap import ModelSlot, Swapper, check_model
 from tumord.service.verdicts import CSV_NAME, VerdictCsv
 from tumord.service.worker import problem
@@ -75,12 +76,18 @@ class Settings:
     retry_seconds: float
     abstain: AbstainSettings
     drift: tuple[int, float, int]  # abstain.drift_window, drift_share, drift_min_scans
+    series_stable_seconds: float = 60.0
+    series_rule: Rule = Rule("top_k_mean", 3)
+    write_dicom_results: bool = False
 
     @classmethod
     def from_config(cls, cfg: dict, source: str, model_file: Path | None = None) -> "Settings":
         """From settings checked by tumord.config (types, bounds); checks and creates the folders.
         A problem is a ConfigError naming `source` and the key."""
-        w, p = cfg["watch"], cfg["paths"]
+        w, p, d = cfg["watch"], cfg["paths"], cfg["dicom"]
+        if d["write_results"] and w["on_success"] == "delete":
+            raise ConfigError(f"{source}: dicom.write_results = true needs watch.on_success = archive: the SR is "
+                              "built from the archived instances")
         inp = Path(p["input"]).absolute()
         if inp.exists() and not inp.is_dir():  # a missing one is waited for (a mount not there yet)
             raise ConfigError(f"{source}: paths.input = {p['input']!r}: the input folder is not a folder ({inp})")
@@ -107,7 +114,18 @@ class Settings:
             blas_threads=w["blas_threads"], temporary_names=w["temporary_names"], retry_seconds=w["retry_seconds"],
             abstain=AbstainSettings.from_config(cfg),
             drift=(cfg["abstain"]["drift_window"], cfg["abstain"]["drift_share"], cfg["abstain"]["drift_min_scans"]),
+            series_stable_seconds=d["series_stable_seconds"], series_rule=Rule(d["series_rule"], d["series_top_k"]),
+            write_dicom_results=d["write_results"],
         )
+
+
+def dicom_results(s: Settings):
+    """The writer of DICOM SR and secondary captures, when dicom.write_results asks for them."""
+    if not s.write_dicom_results:
+        return None
+    from tumord.service.dicom_out import ResultWriter
+
+    return ResultWriter(s.output / "dicom", s.output)
 
 
 def limit_blas_threads(threads: int) -> int:
@@ -175,9 +193,12 @@ class Service:
                              temporary_names=s.temporary_names, retry_seconds=s.retry_seconds)
         folders = Folders(s.input, s.output, s.archive, s.failed, s.delete_classified)
         self.abstentions = AbstentionTracker(*s.drift, log=self.log)
+        self.series = SeriesTracker(s.output, stable_seconds=s.series_stable_seconds, rule=s.series_rule,
+                                    log=self.log, results=dicom_results(s),
+                                    busy=lambda: self.intake.pending() + len(self.inflight) > 0)
         self.commit = Commit(batches=self.batches, ledger=self.ledger, csv=self.csv, folders=folders,
                              inflight=self.inflight, counters=self.counters, log=self.log,
-                             abstentions=self.abstentions)
+                             abstentions=self.abstentions, series=self.series)
         self.classify = Classify(root=s.input, ready=self.ready, out=self.batches, slot=self.slot, ledger=self.ledger,
                                  limits=Limits(s.max_pixels, s.max_bytes, s.stable_seconds, s.retry_seconds,
                                                s.abstain),
@@ -213,7 +234,7 @@ class Service:
 
     # --- health and status ---------------------------------------------------------------------
     def _workers(self) -> list:
-        return [self.commit, self.classify, self.intake, self.swapper]
+        return [self.commit, self.classify, self.intake, self.swapper, self.series]
 
     def dead(self) -> list[str]:
         """Components whose thread has ended (the intake looks after the observer's watch itself)."""
@@ -277,7 +298,7 @@ class Service:
         self.observer.stop()
         for t in self._workers():
             t.stop()
-        for t in (self.observer, self.intake, self.classify, self.commit):
+        for t in (self.observer, self.intake, self.classify, self.commit, self.series):
             t.join(max(0.0, deadline - time.monotonic()))
         drained = not self.commit.is_alive() and not self.classify.is_alive()
         if not drained:

@@ -13,73 +13,20 @@ while the service runs: the next line goes to a new file with a header, never in
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
-import unicodedata
 from pathlib import Path
 
-from tumord import __version__
 from tumord.atomic import fsync_dir, write_atomic
-from tumord.service.records import printable, utc_now
+from tumord.judge import record
+# the names, the JSON and the CSV cells are shared with `tumord batch`; imported from here by the service
+from tumord.judge.record import base_name, csv_columns, csv_line, csv_row, neutralize, to_json  # noqa: F401
 
 CSV_NAME = "verdicts.csv"
 BOM = "\ufeff"
 
 
-def base_name(rel_path: str, sha256: str | None, received_at: str) -> str:
-    """`<stem>.<sha256[:12]>`, safe as a file name; see the module docstring."""
-    stem = os.path.splitext(os.path.basename(printable(rel_path)))[0] or "scan"
-    stem = "".join("_" if unicodedata.category(c) == "Cc" else c for c in stem)
-    while len(stem.encode()) > 150:  # room for the suffixes within the 255-byte name limit
-        stem = stem[:-1]
-    tag = sha256[:12] if sha256 else received_at.replace("-", "").replace(":", "").replace(".", "")
-    return f"{stem}.{tag}"
-
-
-def to_json(record: dict) -> bytes:
-    return (json.dumps(record, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
-
-
 # --- verdicts.csv ---------------------------------------------------------------------------
-
-def csv_columns(class_names: list[str]) -> list[str]:
-    return (["file", "sha256", "label", "confidence"] + [f"probability_{c}" for c in class_names]
-            + ["model_version", "model_sha256", "received_at", "classified_at", "tumord_version", "verdict"]
-            + ["abstained", "abstain_reasons", "feature_distance"])
-
-
-def neutralize(value) -> str:
-    """A cell as text that no spreadsheet evaluates, on one line."""
-    if isinstance(value, float):
-        return repr(value)
-    text = str(value)
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        text = "'" + text
-    # no line breaks inside a row: a line is then always a whole row, which crash repair relies on
-    return "".join("\ufffd" if unicodedata.category(c) == "Cc" and c != "\t" else c for c in text)
-
-
-def _line(cells: list) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\r\n").writerow([neutralize(c) for c in cells])
-    return buf.getvalue()
-
-
-def csv_line(verdict: dict, class_names: list[str]) -> str:
-    return _line([verdict["file"], verdict["sha256"], verdict["label"], verdict["confidence"],
-                  *[verdict["probabilities"][c] for c in class_names],
-                  verdict["model"]["version"], verdict["model"]["sha256"], verdict["received_at"],
-                  verdict["classified_at"], verdict["tumord_version"], verdict["verdict"],
-                  *abstention_cells(verdict)])
-
-
-def abstention_cells(verdict: dict) -> list:
-    distance = verdict.get("feature_distance")
-    return ["yes" if verdict.get("abstained") else "no", "; ".join(verdict.get("abstain_reasons", [])),
-            "" if distance is None else distance["value"]]
-
 
 class CsvReplaced(OSError):
     """verdicts.csv is not the file the stored offsets refer to; they must be rebased first."""
@@ -90,7 +37,7 @@ class VerdictCsv:
 
     def __init__(self, path: Path, class_names: list[str]):
         self.path, self.class_names = Path(path), list(class_names)
-        self.header = BOM + _line(csv_columns(self.class_names))
+        self.header = BOM + csv_row(csv_columns(self.class_names))
 
     def open(self) -> Path | None:
         """Creates the file, or checks the existing one; returns where an old file with other
@@ -158,37 +105,17 @@ CHANGED_AFTER = ("the file changed or was replaced after it was judged, so it wa
 
 
 def verdict_record(scan, name: str, received_at: str, model, archived_as: str) -> dict:
-    probs = scan.probabilities
-    return {
-        "file": scan.shown,
-        "sha256": scan.fingerprint.sha256,
-        "label": model.class_names[int(probs.argmax())],
-        "probabilities": {c: round(float(p), 6) for c, p in zip(model.class_names, probs)},
-        "confidence": round(float(probs.max()), 6),
-        **(scan.judgement.fields() if scan.judgement is not None else {}),
-        "model": model.identity,
-        "received_at": received_at,
-        "classified_at": scan.classified_at,
-        "tumord_version": __version__,
-        "verdict": f"{name}.json",
-        **({"explanation": f"{name}.png"} if scan.explanation is not None else {}),
-        **({"replaces": f"{scan.replaces}.json"} if scan.replaces else {}),
-        "archived_as": archived_as,
-    }
+    return record.classified(
+        shown=scan.shown, sha256=scan.fingerprint.sha256, probabilities=scan.probabilities,
+        abstention=scan.judgement.fields() if scan.judgement is not None else {}, model=model, name=name,
+        received_at=received_at, classified_at=scan.classified_at, archived_as=archived_as,
+        explained=scan.explanation is not None, replaces=scan.replaces)
 
 
 def error_record(scan, received_at: str, moved_to: str) -> dict:
-    return {
-        "file": scan.shown,
-        "error": scan.error,
-        **({"what_to_do": scan.advice} if scan.advice else {}),
-        "sha256": scan.fingerprint.sha256,
-        "size_bytes": scan.fingerprint.size,
-        "received_at": received_at,
-        "failed_at": utc_now(),
-        "moved_to": moved_to,
-        "tumord_version": __version__,
-    }
+    return record.failed(shown=scan.shown, error=scan.error, sha256=scan.fingerprint.sha256,
+                         size_bytes=scan.fingerprint.size, received_at=received_at, moved_to=moved_to,
+                         advice=scan.advice)
 
 
 def mark_changed_after(path: Path) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tumord.data.images import ImageError
-from tumord.service.safety import check_image, check_suffix, image_size, outside_link
+from tumord.judge.safety import check_image, check_suffix, image_size, outside_link
 
 
 def encoded(ext: str, img: np.ndarray, params=()) -> bytes:
