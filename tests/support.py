@@ -30,7 +30,8 @@ SMALL = {
 
 # a candidate that learns nothing: weights and batch-norm statistics stay as initialized
 # (recomputed statistics alone make a random network fairly good at the generated scans)
-UNTRAINED = ("--set", "train.lr=0", "--set", "train.precise_bn_batches=0")
+# (from scratch: by default `tumord train` fine-tunes the current model)
+UNTRAINED = ("--from-scratch", "--set", "train.lr=0", "--set", "train.precise_bn_batches=0")
 
 
 def workdir(root: Path, per_class: int = 60, extra: dict | None = None) -> Path:
@@ -42,7 +43,8 @@ def workdir(root: Path, per_class: int = 60, extra: dict | None = None) -> Path:
     for section, values in (extra or {}).items():
         cfg.setdefault(section, {}).update(values)
     cfg["paths"] = {"input": str(root / "input"), "output": str(root / "output"),
-                    "models": str(root / "models"), "cache": str(root / "cache")}
+                    "models": str(root / "models"), "cache": str(root / "cache"),
+                    "training": str(root / "training")}
     (root / "config.yaml").write_text(yaml.safe_dump(cfg))
     return root
 

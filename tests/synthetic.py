@@ -68,3 +68,15 @@ def tiny_model(path: Path, size: int = 32, classes=("normal", "tumor"), seed: in
     net = Network((1, size, size), mlp_spec(hidden=16, classes=len(classes)), np.random.default_rng(seed))
     meta = checkpoint.new_metadata(net, classes, Preprocess(size=size))
     return checkpoint.save(path, net, meta)
+
+
+def write_two_sources(root: Path, per_class: tuple[int, int], copies: int) -> Path:
+    """Source root/a (normal, tumor) and root/b (notumor, glioma: another collection's names);
+    b also holds resized JPEG copies of a's first `copies` scans per class, named copy_<i>.jpg."""
+    write_dataset(root / "a", per_class=per_class[0], size=64, seed=1)
+    write_dataset(root / "b", per_class=per_class[1], size=64, seed=2, classes=("notumor", "glioma"))
+    for i in range(copies):
+        for src, dst in (("normal", "notumor"), ("tumor", "glioma")):
+            img = cv2.imread(str(root / "a" / src / f"{src}_{i:03d}.png"), cv2.IMREAD_GRAYSCALE)
+            cv2.imwrite(str(root / "b" / dst / f"copy_{i}.jpg"), cv2.resize(img, (80, 80)))
+    return root

@@ -11,7 +11,8 @@ from tumord.logs import setup_logging
 from tumord.model.checkpoint import CheckpointError
 
 # module name in tumord.commands for each subcommand, in the order `--help` lists them
-COMMANDS = ["watch", "receive", "batch", "train", "eval", "predict", "feedback", "review", "import_model",
+COMMANDS = ["watch", "receive", "batch", "train", "eval", "audit", "predict", "feedback", "review",
+            "import_model",
             "models", "add_reference"]
 
 

@@ -54,5 +54,12 @@ def test_preprocessing_settings_round_trip_and_refuse_what_they_do_not_know():
     """A model file whose preprocessing has a step this code lacks is refused, not misread."""
     pre = Preprocess(size=96, interpolation="linear")
     assert Preprocess.from_dict(pre.to_dict()) == pre
-    with pytest.raises(ValueError, match="unknown preprocessing settings.*'crop'"):
-        Preprocess.from_dict({"size": 96, "crop": "head"})
+    with pytest.raises(ValueError, match="unknown preprocessing settings.*'skull_strip'"):
+        Preprocess.from_dict({"size": 96, "skull_strip": True})
+
+
+def test_head_crop_and_normalization_are_recorded_only_when_used():
+    """Models and caches made without them keep their identity; with them, they round-trip."""
+    assert "crop" not in Preprocess(size=96).to_dict() and "normalize" not in Preprocess(size=96).to_dict()
+    pre = Preprocess(size=96, crop=True, normalize="head_percentile")
+    assert Preprocess.from_dict(pre.to_dict()) == pre

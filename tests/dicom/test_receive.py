@@ -148,6 +148,8 @@ def test_kill_9_of_the_receiver_mid_transfer_then_resend_gives_one_verdict_per_i
     sender.wait(60)
     first = len(rx.events("instance.stored"))
     assert first < 40, "the transfer finished before the kill; the test proves nothing"
+    # the series goes quiet while the receiver is down and is judged on what had arrived
+    w.wait_until(lambda: w.events("series.classified"), what="the partial series judged")
     # a sender retries everything it is not sure of: here, the whole series
     rx = Receive(tmp_path, port)
     try:
@@ -159,8 +161,7 @@ def test_kill_9_of_the_receiver_mid_transfer_then_resend_gives_one_verdict_per_i
         assert dup >= first - 1 and dup + len(rx.events("instance.stored")) == 40
     finally:
         rx.close()
-    # the series went quiet while the receiver was down and was judged on what had arrived; the
-    # rest reopens it, and its one verdict file is rewritten as a new revision
+    # the rest reopens the judged series, and its one verdict file is rewritten as a new revision
     w.wait_until(lambda: any(e["instances"] == 40 for e in w.events("series.classified")), what="40-slice series")
     by = _count_by_sop(w.output)
     assert sorted(by) == sorted(ds.SOPInstanceUID for ds in datasets)

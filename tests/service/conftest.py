@@ -255,9 +255,10 @@ class Notify:
     def status(self) -> str:
         return next((m["STATUS"] for _, m in reversed(self.got) if "STATUS" in m), "")
 
-    def wait_status(self, words: str, timeout: float = 20.0) -> str:
+    def wait_status(self, *words: str, timeout: float = 20.0) -> str:
+        """The latest STATUS once it says all of `words`."""
         deadline = time.monotonic() + timeout
-        while words not in self.status():
+        while not all(w in self.status() for w in words):
             assert time.monotonic() < deadline, f"STATUS never said {words!r}; last: {self.status()!r}"
             time.sleep(0.05)
         return self.status()

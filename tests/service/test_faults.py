@@ -227,8 +227,7 @@ class TestDiskFull:
         try:
             for n in sorted(digests)[5:12]:
                 os.rename(w.root / "staging" / n, w.input / n)
-            notify.wait_status("no space left on")
-            assert "queued 7" in notify.wait_status("queued 7")
+            notify.wait_status("no space left on", "queued 7")
             (full,) = w.wait_for("output.waiting", timeout=10)
             assert full["reason"] == f"no space left on {w.output}"
             time.sleep(3.0)  # longer than stall_seconds: waiting for space is not a stall
@@ -239,7 +238,7 @@ class TestDiskFull:
             w.wait_for("service.ready", timeout=30)
             for n in sorted(digests)[12:]:
                 os.rename(w.root / "staging" / n, w.input / n)
-            assert "no space left on" in notify.wait_status("queued 15")
+            notify.wait_status("no space left on", "queued 15")
             assert w.proc.poll() is None
         finally:
             filler.unlink()

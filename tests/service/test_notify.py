@@ -40,6 +40,16 @@ class TestNotifier:
         assert Notifier("@" + name).send(WATCHDOG=1)
         assert rx.recv(4096) == b"WATCHDOG=1"
 
+    def test_a_reader_that_stops_reading_never_blocks_the_sender(self, tmp_path):
+        """Once the receiver's queue is full, send() returns False at once instead of waiting: a
+        SIGTERM's STOPPING=1 must not hang the shutdown behind a stalled reader."""
+        rx = receiver(str(tmp_path / "notify"))
+        n = Notifier(str(tmp_path / "notify"))
+        t = time.monotonic()
+        sent = [n.send(STATUS="x" * 200) for _ in range(5000)]
+        assert time.monotonic() - t < 5 and sent[0] and not sent[-1]
+        rx.close()
+
     def test_without_systemd_nothing_happens(self, monkeypatch):
         """No $NOTIFY_SOCKET: disabled, and send() is a harmless no-op."""
         monkeypatch.delenv("NOTIFY_SOCKET", raising=False)

@@ -24,6 +24,21 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
                    help="override one setting, e.g. --set train.epochs=10 (repeatable)")
 
 
+def add_source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, required=True, action="append",
+                   help="folder with one subfolder per class (repeatable: one source each)")
+    p.add_argument("--map", action="append", default=[], metavar="FOLDER=CLASS",
+                   help="a class folder that is not a class of the model, e.g. glioma=tumor (repeatable)")
+
+
+def labelled_sources(args, class_names: list[str]) -> list[tuple[Path, list[Path], "np.ndarray"]]:
+    """(folder, files, labels) per --data folder, --map applied; a folder with no class is an error."""
+    from tumord.data.sources import Source, parse_class_map
+
+    mapping = parse_class_map(args.map, class_names, "--map")
+    return [(folder, *Source.of(str(folder), folder, class_map=mapping).list(class_names)) for folder in args.data]
+
+
 def config_from_args(args) -> dict:
     path = args.config
     if path is None and Path("config.yaml").is_file():

@@ -84,7 +84,8 @@ def _list(models_dir: Path, as_json: bool) -> int:
     if not rows:
         print(f"no versions in {registry.versions_dir(models_dir)}; train one with tumord train", file=sys.stderr)
         return 0
-    print(f"{'VERSION':<26} {'CREATED':<21} {'ACC':>5} {'SENS':>5} {'SPEC':>5} {'AUC':>5} {'N':>5}  GATE")
+    print(f"{'VERSION':<26} {'CREATED':<21} {'ACC':>5} {'SENS':>5} {'SPEC':>5} {'AUC':>5} {'N':>5} "
+          f"{'SITE-BACC':>9} {'SITE-N':>6}  GATE")
     for r in rows:
         mark = "current" if r["current"] else "previous" if r["previous"] else ""
         if "error" in r:
@@ -92,6 +93,8 @@ def _list(models_dir: Path, as_json: bool) -> int:
             continue
         t = r["test"]
         n = "-" if t["n"] is None else str(t["n"])
+        site = r.get("site") or {}
         print(f"{r['version']:<26} {r['created_at'] or '-':<21} {_fmt(t['accuracy'])} {_fmt(t['sensitivity'])} "
-              f"{_fmt(t['specificity'])} {_fmt(t['auc'])} {n:>5}  {r['gate'] or '-':<6}  {mark}".rstrip())
+              f"{_fmt(t['specificity'])} {_fmt(t['auc'])} {n:>5} {_fmt(site.get('balanced_accuracy')):>9} "
+              f"{site.get('n', '-'):>6}  {r['gate'] or '-':<6}  {mark}".rstrip())
     return 0

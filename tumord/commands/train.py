@@ -33,7 +33,9 @@ def register(sub) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="folder with one subfolder of images per class")
     p.add_argument("--init-from", choices=["current"], default=None,
-                   help="start from the current model's weights (fine-tuning)")
+                   help="start from the current model's weights (fine-tuning); an error if there is none")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="train from new weights even though train.init is current (the default)")
     p.add_argument("--output", type=Path, default=None,
                    help="write the model folder here instead of adding it to the models registry (no gate)")
     add_config_options(p)
@@ -60,7 +62,7 @@ def _train_to_folder(args: argparse.Namespace, cfg: dict) -> int:
     if args.output.exists():  # found now, not after the training it would have thrown away
         print(f"tumord train: --output {args.output} already exists; give a new folder name", file=sys.stderr)
         return BAD_INPUT
-    init = load_model(None, cfg) if args.init_from == "current" else None
+    init = _initial_model(args, cfg)
     staging = registry.new_staging(args.output.parent)
     try:
         result = train(args.data, cfg, staging, init)
@@ -72,6 +74,43 @@ def _train_to_folder(args: argparse.Namespace, cfg: dict) -> int:
     return PROMOTED
 
 
+def _initial_model(args: argparse.Namespace, cfg: dict):
+    """The current model to fine-tune, or None to train from scratch.
+
+    --init-from current insists (an error without a fitting current model); train.init = current
+    (the default) fine-tunes when the current model has the settings' architecture, preprocessing
+    and the data folder's classes, and otherwise trains from scratch and says why.
+    """
+    import numpy as np
+
+    from tumord.model import checkpoint
+    from tumord.data.dataset import list_dataset
+    from tumord.data.images import preprocess_from_config
+    from tumord.training.trainer import build_network
+
+    if args.init_from == "current":
+        return load_model(None, cfg)
+    if args.from_scratch or cfg["train"]["init"] == "scratch":
+        return None
+    try:
+        current = load_model(None, cfg)
+    except (checkpoint.CheckpointError, OSError, ValueError):
+        return None  # no (usable) current model: nothing to start from
+    net = build_network(cfg["model"], cfg["preprocess"]["size"], len(current.class_names), np.random.default_rng(0))
+    why = None
+    if current.net.spec != net.spec or current.net.input_shape != net.input_shape:
+        why = "its architecture differs from the settings"
+    elif current.preprocess != preprocess_from_config(cfg):
+        why = "its preprocessing differs from the settings"
+    elif list_dataset(args.data).class_names != sorted(current.class_names):
+        why = f"its classes {current.class_names} differ from the data folder's"
+    if why:
+        print(f"tumord train: training from scratch, not from the current model: {why}", file=sys.stderr)
+        log.info("train.from_scratch", reason=why)
+        return None
+    return current
+
+
 def _train_and_gate(args: argparse.Namespace, cfg: dict) -> int:
     from tumord.training.gate import run_gate
     from tumord.training.pipeline import train
@@ -80,7 +119,7 @@ def _train_and_gate(args: argparse.Namespace, cfg: dict) -> int:
     leftovers = registry.clean_stale(models_dir)
     if leftovers:
         log.info("registry.cleaned", removed=leftovers)
-    init = load_model(None, cfg) if args.init_from == "current" else None
+    init = _initial_model(args, cfg)
     staging = registry.new_staging(models_dir)
     try:
         result = train(args.data, cfg, staging, init)
@@ -111,6 +150,12 @@ def _print_outcome(version: str, gate: dict, promoted: bool, pruned: list[str], 
         cur = gate["current_scores"]
         line += f" (current {gate['current']}: {cur['accuracy']:.3f}, {cur['sensitivity']:.3f})"
     print(line, file=sys.stderr)
+    site = gate.get("site")
+    if site:
+        c, cur = site["candidate_scores"], site["current_scores"]
+        print(f"  site: balanced accuracy {c['balanced_accuracy']:.3f}, AUC {c['auc']:.3f} on {site['images']} "
+              "held-out site scans" + (f" (current: {cur['balanced_accuracy']:.3f}, {cur['auc']:.3f})" if cur else ""),
+              file=sys.stderr)
     for note in gate["notes"]:
         print(f"  note: {note}", file=sys.stderr)
     if promoted:

@@ -64,10 +64,14 @@ TABLE: dict[str, Any] = {
         "output": Key("output", "verdicts (JSON per scan, verdicts.csv), archive/ and failed/"),
         "models": Key("models", "model registry: versions/<version>/ and current.json"),
         "cache": Key(".cache/tumord", "decoded training images (uint8), reused while files are unchanged"),
-        "training": Key("training", "labelled scans filed by `tumord feedback`, one subfolder per class"),
+        "training": Key("training", "labelled scans filed by `tumord feedback`, one subfolder per class;\n"
+                                    "tumord train adapts to them (docs/cross-source.md)"),
     },
     "preprocess": {
         "size": Key(128, "scans become size x size grayscale; stored in each model file", **POSITIVE),
+        "crop": Key(False, "crop to the head before resizing"),
+        "normalize": Key("none", "none, or head_percentile: stretch the head's 1st-99th percentiles to 0..255",
+                         choices=("none", "head_percentile")),
     },
     "model": {
         "architecture": Key("cnn", "cnn, or mlp: the original fully connected design (configs/mlp300.yaml)",
@@ -102,6 +106,19 @@ TABLE: dict[str, Any] = {
                                       "before each validation, and from all of them for the final model\n"
                                       "(the running averages lag the weights); 0: keep the running averages",
                                   **NOT_NEGATIVE),
+        "init": Key("current", "fine-tune the current model when it fits these settings, or scratch\n"
+                               "(tumord train --from-scratch does that once)", choices=("current", "scratch")),
+        "finetune_epochs": Key(5, "fine-tuning: epochs and peak learning rate, in place of epochs and lr",
+                               **POSITIVE),
+        "finetune_lr": Key(0.0005, **NOT_NEGATIVE),
+        "site": {
+            "share": Key(0.5, "share of each epoch's draws that are the site's labelled scans (paths.training);\n"
+                              "the site and the other sources are each drawn class-balanced", **SHARE),
+            "min_images": Key(20, "fewer site scans are not used", **POSITIVE),
+            "val_fraction": Key(0.2, "held out by near-duplicate group: the decision threshold is chosen here",
+                                above=0, below=1),
+            "test_fraction": Key(0.2, "held out for the gate: a candidate must be better on these", above=0, below=1),
+        },
         "extra_data": Key([], "more labelled folders, for training only; their images that nearly\n"
                               "duplicate a validation or test image are left out"),
         "extra_classes": Key([], "their class folders that are not the model's classes, as FOLDER=CLASS,\n"
@@ -119,6 +136,11 @@ TABLE: dict[str, Any] = {
             "shift": Key(0.08, "up to +-8 % of the size", at_least=0, below=1),
             "brightness": Key(0.1, **SHARE),
             "contrast": Key(0.1, at_least=0, below=1),
+            "gamma": Key(0.0, "domain augmentation (0: off): gamma exponent e^u, u in +-gamma", **NOT_NEGATIVE),
+            "blur": Key(0.0, "Gaussian blur or unsharp masking, sigma up to this (pixels)", **NOT_NEGATIVE),
+            "noise": Key(0.0, "Gaussian noise, std up to this share of 255", **SHARE),
+            "bias_field": Key(0.0, "smooth multiplicative field, polynomial coefficients in +-bias_field/2",
+                              **NOT_NEGATIVE),
         },
     },
     "abstain": {

@@ -28,13 +28,20 @@ class Preprocess:
     size: int  # no default: the setting preprocess.size, or the model file's
     interpolation: str = "area"  # cv2.INTER_AREA: the right filter when shrinking
     version: int = 1  # bump when the function below changes meaning
+    crop: bool = False  # crop to the head before resizing (tumord/data/intensity.py)
+    normalize: str = "none"  # or "head_percentile": per-scan intensity stretch inside the head
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # the newer steps are written only when used, so older models and caches keep their identity
+        d = asdict(self)
+        for key in ("crop", "normalize"):
+            if d[key] == Preprocess.__dataclass_fields__[key].default:
+                del d[key]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocess":
-        unknown = set(d) - {"size", "interpolation", "version"}
+        unknown = set(d) - {"size", "interpolation", "version", "crop", "normalize"}
         if unknown:  # a preprocessing step this code does not know would be skipped silently
             raise ValueError(f"unknown preprocessing settings {sorted(unknown)}; a newer tumord made this model")
         return cls(**d)
@@ -82,9 +89,27 @@ def decode_gray(data: bytes | np.ndarray, path: str | Path = "<image>") -> np.nd
     return to_gray_uint8(decode(data, path), path)
 
 
+NORMALIZATIONS = ("none", "head_percentile")
+
+
 def resize(gray: np.ndarray, pre: Preprocess) -> np.ndarray:
+    """Full-resolution gray -> (size, size) uint8, with the optional head crop and normalization."""
+    from tumord.data.intensity import crop_to_head, normalize_intensity
+
+    if pre.crop:
+        gray = crop_to_head(gray)
     interp = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}[pre.interpolation]
-    return cv2.resize(gray, (pre.size, pre.size), interpolation=interp)
+    out = cv2.resize(gray, (pre.size, pre.size), interpolation=interp)
+    if pre.normalize == "head_percentile":
+        out = normalize_intensity(out)
+    elif pre.normalize != "none":
+        raise ValueError(f"preprocess.normalize = {pre.normalize!r}; expected one of {', '.join(NORMALIZATIONS)}")
+    return out
+
+
+def preprocess_from_config(cfg: dict) -> Preprocess:
+    p = cfg["preprocess"]
+    return Preprocess(size=p["size"], crop=p["crop"], normalize=p["normalize"])
 
 
 def read_decoded(path: str | Path) -> np.ndarray:

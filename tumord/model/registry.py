@@ -294,7 +294,8 @@ def describe(models_dir: str | Path) -> list[dict]:
         gate = report.get("gate")
         rows.append({**row, "created_at": meta.get("created_at"), "sha256": meta.get("weights_sha256"),
                      "test": {k: test.get(k) for k in ("accuracy", "sensitivity", "specificity", "auc", "n")},
-                     "gate": None if gate is None else ("passed" if gate["promote"] else "failed")})
+                     "gate": None if gate is None else ("passed" if gate["promote"] else "failed"),
+                     "site": ((gate or {}).get("site") or {}).get("candidate_scores")})
     return rows
 
 

@@ -33,8 +33,8 @@ class Notifier:
         if self._sock is None:
             return False
         msg = "\n".join(f"{k}={v}" for k, v in fields.items()).encode()
-        try:
-            self._sock.sendto(msg, self.address)
+        try:  # never blocks: a reader that stopped reading must not hold up the service or its shutdown
+            self._sock.sendto(msg, socket.MSG_DONTWAIT, self.address)
             return True
         except OSError:  # systemd gone or socket full: notifications are best effort
             return False

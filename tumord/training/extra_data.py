@@ -15,6 +15,7 @@ from tumord.data.cache import load_images
 from tumord.data.dataset import list_dataset
 from tumord.data.dedup import duplicates_any_of
 from tumord.data.images import Preprocess
+from tumord.data.sources import parse_class_map
 
 
 @dataclass
@@ -26,14 +27,7 @@ class Extra:
 
 def class_mapping(pairs: list[str], class_names: list[str]) -> dict[str, str]:
     """["glioma=tumor", ...] -> {"glioma": "tumor", ...}, every target a class of the model."""
-    mapping = {}
-    for pair in pairs:
-        source, sep, target = pair.partition("=")
-        if not sep or not source or target not in class_names:
-            raise ValueError(f"train.extra_classes: {pair!r} is not valid; expected FOLDER=CLASS with CLASS one of "
-                             f"{', '.join(class_names)}")
-        mapping[source] = target
-    return mapping
+    return parse_class_map(pairs, class_names, "train.extra_classes")
 
 
 def load_extra(folders: list[str], pairs: list[str], class_names: list[str], pre: Preprocess, cache_dir,

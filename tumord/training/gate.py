@@ -11,6 +11,8 @@ that can only favour the current model, so the error is on the side of keeping i
 
 The candidate is promoted when, on those images, its accuracy and sensitivity reach the
 configured minimums and neither falls below the current model's by more than `gate.max_drop`.
+When the training used the site's own labelled scans (paths.training), both models are also
+scored on the site's held-out test part, and the candidate must be better there (judge_site).
 A candidate with other classes than the current model is never promoted automatically.
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ from tumord.model import checkpoint, registry
 from tumord.model.checkpoint import Classifier
 from tumord.training.metrics import evaluate
 
-SCORES = ("accuracy", "sensitivity", "specificity", "auc", "n")
+SCORES = ("accuracy", "sensitivity", "specificity", "balanced_accuracy", "auc", "n")
 
 
 def judge(candidate: dict, current: dict | None, gate: dict) -> list[str]:
@@ -42,6 +44,33 @@ def judge(candidate: dict, current: dict | None, gate: dict) -> list[str]:
             reasons.append(f"{key} {candidate[key]:.3f} is more than {gate['max_drop']:.3f} below "
                            f"the current model's {current[key]:.3f}")
     return reasons
+
+
+def judge_site(candidate: dict, current: dict | None) -> list[str]:
+    """On the site's own held-out scans the candidate must be better: a higher balanced accuracy
+    (a site's labels can run 9 to 1), or an equal one and a higher AUC."""
+    if current is None:
+        return []
+    better = (candidate["balanced_accuracy"], candidate["auc"]) > (current["balanced_accuracy"], current["auc"])
+    if better:
+        return []
+    return [f"on the site's {candidate['n']} held-out scans, balanced accuracy {candidate['balanced_accuracy']:.3f} "
+            f"(AUC {candidate['auc']:.3f}) is not better than the current model's "
+            f"{current['balanced_accuracy']:.3f} (AUC {current['auc']:.3f})"]
+
+
+def _site_scores(report: dict, candidate: Classifier, current: Classifier | None, names, negative) -> dict | None:
+    """Both models on the site's test part (report["site"]); None without site scans to judge on."""
+    site = report.get("site")
+    if not site or not site["split"]["test"]:
+        return None
+    root = Path(site["root"])
+    files = [root / f for f in site["split"]["test"]]
+    y = np.array([names.index(f.split("/")[0]) for f in site["split"]["test"]])
+    cand = evaluate(candidate.predict(_decode(candidate, files)), y, names, negative)
+    curr = None if current is None else evaluate(current.predict(_decode(current, files)), y, names, negative)
+    return {"images": len(files), "candidate_scores": {k: cand[k] for k in SCORES},
+            "current_scores": None if curr is None else {k: curr[k] for k in SCORES}}
 
 
 def unseen_by(test: list[int], seen: list[int], groups: np.ndarray) -> list[int]:
@@ -120,6 +149,9 @@ def run_gate(candidate_file: Path, report: dict, data_dir: Path, models_dir: Pat
             _decode(current, [listing.files[i] for i in chosen])
         curr = evaluate(current.predict(x), y, names, negative)
     reasons = judge(cand, curr, gate) + ([blocked] if blocked else [])
+    site = _site_scores(report, candidate, current, names, negative)
+    if site is not None:
+        reasons += judge_site(site["candidate_scores"], site["current_scores"])
     return {
         "promote": not reasons,
         "reasons": reasons,
@@ -130,4 +162,5 @@ def run_gate(candidate_file: Path, report: dict, data_dir: Path, models_dir: Pat
         "candidate_scores": {k: cand[k] for k in SCORES},
         "current_scores": None if curr is None else {k: curr[k] for k in SCORES},
         "thresholds": dict(gate),
+        "site": site,
     }

@@ -70,6 +70,7 @@ def evaluate(probs: np.ndarray, labels: np.ndarray, class_names: list[str], nega
         "accuracy": float((pred == labels).mean()) if len(labels) else float("nan"),
         "sensitivity": sens,
         "specificity": spec,
+        "balanced_accuracy": (sens + spec) / 2,  # what a site whose labels run 9 to 1 needs to see
         "auc": auc,
         "ece": expected_calibration_error(probs, labels),
         "class_names": list(class_names),

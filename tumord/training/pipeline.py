@@ -13,7 +13,7 @@ from tumord.atomic import write_atomic
 from tumord.data.cache import load_images
 from tumord.data.dataset import list_dataset
 from tumord.data.dedup import near_duplicate_groups
-from tumord.data.images import Preprocess
+from tumord.data.images import preprocess_from_config
 from tumord.data.split import group_split
 from tumord.logs import get_logger
 from tumord.model import checkpoint
@@ -24,6 +24,8 @@ from tumord.training.extra_data import Extra, load_extra
 from tumord.training.intervals import group_bootstrap
 from tumord.training.metrics import evaluate, expected_calibration_error
 from tumord.training.report import format_metrics, write_figure
+from tumord.training.site import (Site, choose_threshold, finetune_draws, fold_threshold, load_site,
+                                  sampling_weights)
 from tumord.training.trainer import History, build_network, fit
 
 log = get_logger("tumord.train")
@@ -50,7 +52,7 @@ class Prepared:
 
 def prepare(data_dir: Path, cfg: dict, class_names: list[str] | None = None) -> Prepared:
     train_cfg = cfg["train"]
-    pre = Preprocess(size=cfg["preprocess"]["size"])
+    pre = preprocess_from_config(cfg)
     listing = list_dataset(data_dir, class_names)
     images, thumbs = load_images(listing.files, pre, cfg["paths"]["cache"])
     labels = np.array(listing.labels)
@@ -84,6 +86,24 @@ def _split_record(data: Prepared) -> dict:
     }
 
 
+def _adapt_to_site(net, site: Site, names: list[str], negative: str, temperature: float) -> dict:
+    """Threshold from the site's validation part folded into the network; scores on its test part."""
+    threshold = None
+    if negative in names and len(names) == 2:
+        neg, pos = names.index(negative), 1 - names.index(negative)
+        p_val = softmax(predict_logits(net, site.images, site.split["val"]) / temperature)[:, pos]
+        value = choose_threshold(p_val, site.labels[site.split["val"]] == pos)
+        fold_threshold(net, value, temperature, neg, pos)
+        threshold = {"value": value, "chosen_on": "site validation part", "images": int(len(site.split["val"]))}
+    test = site.split["test"]
+    probs = softmax(predict_logits(net, site.images, test) / temperature)
+    root = site.listing.root
+    return {"root": str(root.resolve()), "images": int(len(site.labels)),
+            "per_class": {n: int((site.labels == c).sum()) for c, n in enumerate(names)},
+            "threshold": threshold, "test": evaluate(probs, site.labels[test], names, negative),
+            "split": {k: sorted(str(site.listing.files[i].relative_to(root)) for i in v) for k, v in site.split.items()}}
+
+
 def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classifier | None = None) -> dict:
     """Trains, calibrates and evaluates; writes model.npz, report.json, report.png into staging."""
     train_cfg = cfg["train"]
@@ -103,14 +123,34 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
         net.load_state_dict(init_from.net.state_dict())
     if data.extra is not None:
         log.info("extra_data", folders=data.extra.summary)
+    pre = preprocess_from_config(cfg)
+    site = load_site(Path(cfg["paths"]["training"]), names, pre, cfg) if cfg["paths"]["training"] else None
     images, labels, train_idx = data.training_set()
-    hist: History = fit(net, images, labels, train_idx, split["val"], train_cfg, rng, _progress)
-    reference = fit_reference(net, images, labels, train_idx, data.images, split["val"])  # for abstention
-    del images, labels
+    val_idx, weights, draws = split["val"], None, None
+    fit_cfg = train_cfg
+    if site is not None:
+        n = len(labels)
+        log.info("site", root=str(site.listing.root), images=len(site.labels),
+                 **{k: len(v) for k, v in site.split.items()})
+        images, labels = np.concatenate([np.asarray(images), site.images]), np.concatenate([labels, site.labels])
+        train_idx = np.concatenate([train_idx, n + site.split["train"]])
+        val_idx = np.concatenate([val_idx, n + site.split["val"]])  # early stopping and temperature see both
+        weights = sampling_weights(labels[train_idx], train_idx >= n, train_cfg["site"]["share"])
+        if init_from is not None:
+            draws = finetune_draws(len(site.split["train"]), train_cfg["site"]["share"], len(train_idx),
+                                   train_cfg["batch_size"])
+    if init_from is not None:  # fine-tuning: a short schedule at a low rate keeps what the model knew
+        fit_cfg = {**train_cfg, "epochs": train_cfg["finetune_epochs"], "lr": train_cfg["finetune_lr"],
+                   "patience": train_cfg["finetune_epochs"]}
+    hist: History = fit(net, images, labels, train_idx, val_idx, fit_cfg, rng, _progress, weights, draws)
+    reference = fit_reference(net, images, labels, train_idx, images, val_idx)  # for abstention; the site's too
 
-    y_va, y_te = data.labels[split["val"]], data.labels[split["test"]]
-    val_logits = predict_logits(net, data.images, split["val"])
+    y_va, y_te = labels[val_idx], data.labels[split["test"]]
+    val_logits = predict_logits(net, images, val_idx)
     temperature = fit_temperature(val_logits, y_va)
+    site_report = (_adapt_to_site(net, site, names, train_cfg["negative_class"], temperature)
+                   if site is not None else None)
+    del images, labels
     test_logits = predict_logits(net, data.images, split["test"])
     probs = softmax(test_logits / temperature)
     metrics = evaluate(probs, y_te, names, train_cfg["negative_class"])
@@ -131,17 +171,23 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
         "seed": train_cfg["seed"],
         "split_sizes": {k: int(len(v)) for k, v in split.items()},
         "extra_training_data": data.extra.summary if data.extra is not None else [],
+        "initialized_from": init_from.identity if init_from is not None else None,
         "epochs_run": len(hist.epochs), "best_epoch": hist.best_epoch, "train_seconds": round(hist.seconds, 1),
     }
-    meta = checkpoint.new_metadata(net, names, Preprocess(size=cfg["preprocess"]["size"]), temperature=temperature,
+    meta = checkpoint.new_metadata(net, names, pre, temperature=temperature,
                                    training={"summary": summary, "settings": cfg["train"], "model": cfg["model"]},
-                                   metrics={"test": metrics, "calibration": calibration})
+                                   metrics={"test": metrics, "calibration": calibration,
+                                            "site": site_report and site_report["test"]},
+                                   threshold=site_report and site_report["threshold"])
     meta = checkpoint.save(staging / "model.npz", net, meta, reference)
     report = {"model": {"version": meta["version"], "sha256": meta["weights_sha256"]}, "test": metrics,
-              "calibration": calibration, "summary": summary, "history": hist.epochs, "split": _split_record(data)}
+              "calibration": calibration, "summary": summary, "history": hist.epochs, "split": _split_record(data),
+              "site": site_report}
     write_atomic(staging / "report.json", json.dumps(report, indent=1))
     write_figure(staging / "report.png", hist.epochs, probs, y_te, metrics, train_cfg["negative_class"])
     print(format_metrics(metrics, f"Test split of {data_dir}"), file=sys.stderr)
     print(f"  calibration: temperature {temperature:.3f}, test ECE {calibration['test_ece_before']:.4f} -> "
           f"{calibration['test_ece_after']:.4f}", file=sys.stderr)
+    if site_report is not None:
+        print(format_metrics(site_report["test"], f"Site test part of {site_report['root']}"), file=sys.stderr)
     return {"meta": meta, "report": report}

@@ -47,6 +47,14 @@ def mixup(x: np.ndarray, rng: np.random.Generator, alpha: float) -> tuple[np.nda
     return share * x + (1 - share) * x[partner], partner, share
 
 
+def _bn_sample(train_idx: np.ndarray, count: int, weights: np.ndarray | None, rng) -> np.ndarray:
+    """Images for batch-norm statistics, drawn as training draws them (so, with site weights, the
+    statistics are those of the mix the network trained on, not of the larger public sources)."""
+    if weights is None:
+        return rng.choice(train_idx, min(len(train_idx), count), replace=False)
+    return rng.choice(train_idx, count, p=weights)
+
+
 @dataclass
 class History:
     epochs: list[dict] = field(default_factory=list)
@@ -56,14 +64,20 @@ class History:
 
 
 def fit(net: Network, images: np.ndarray, labels: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
-        cfg: dict, rng: np.random.Generator, on_epoch: Callable[[dict], None] = lambda e: None) -> History:
+        cfg: dict, rng: np.random.Generator, on_epoch: Callable[[dict], None] = lambda e: None,
+        weights: np.ndarray | None = None, draws: int | None = None) -> History:
     """Trains in place on images[train_idx]; leaves the network at its best validation-loss epoch.
+
+    With weights (a probability per training image), each epoch draws `draws` images (default
+    len(train_idx)) with replacement in those proportions instead of a permutation (site-aware
+    sampling).
 
     Images stay uint8 (often a memory map) and are indexed per batch, never copied whole.
     """
     bs = cfg["batch_size"]
     y_val = labels[val_idx]
-    steps = max(1, len(train_idx) // bs)  # drop the ragged last batch: batch norm needs a real batch
+    per_epoch = len(train_idx) if weights is None or draws is None else draws
+    steps = max(1, per_epoch // bs)  # drop the ragged last batch: batch norm needs a real batch
     lr_at = make_lr(cfg, steps)
     opt_kwargs = {"lr": cfg["lr"], "weight_decay": cfg["weight_decay"]}
     if cfg["optimizer"] == "sgd":
@@ -74,13 +88,20 @@ def fit(net: Network, images: np.ndarray, labels: np.ndarray, train_idx: np.ndar
     if aug["enabled"]:
         from tumord.data.augment import augment_batch
 
+        from tumord.data.domain_augment import domain_augment
+
         jitter = {k: aug[k] for k in ("flip", "rotate_deg", "scale", "shift", "brightness", "contrast")}
-        augment = lambda imgs: augment_batch(imgs, rng, **jitter)  # noqa: E731
+        domain = {k: aug[k] for k in ("gamma", "blur", "noise", "bias_field")}
+        if any(domain.values()):
+            augment = lambda imgs: domain_augment(augment_batch(imgs, rng, **jitter), rng, **domain)  # noqa: E731
+        else:
+            augment = lambda imgs: augment_batch(imgs, rng, **jitter)  # noqa: E731
     hist, best_loss, best_state, waited = History(), np.inf, None, 0
     start = time.monotonic()
     for epoch in range(1, cfg["epochs"] + 1):
         t0 = time.monotonic()
-        order = train_idx[rng.permutation(len(train_idx))]
+        order = train_idx[rng.permutation(len(train_idx)) if weights is None else
+                          rng.choice(len(train_idx), per_epoch, p=weights)]
         losses, correct = [], 0
         for s in range(steps):
             idx = np.sort(order[s * bs : (s + 1) * bs])  # sorted: faster reads from a memory map
@@ -101,8 +122,8 @@ def fit(net: Network, images: np.ndarray, labels: np.ndarray, train_idx: np.ndar
             losses.append(loss)
             correct += int((logits.argmax(1) == y).sum())
         if cfg["precise_bn_batches"]:
-            sample = rng.choice(train_idx, min(len(train_idx), cfg["precise_bn_batches"] * bs), replace=False)
-            recompute_batchnorm_statistics(net, images, sample, bs, rng)
+            recompute_batchnorm_statistics(net, images, _bn_sample(train_idx, cfg["precise_bn_batches"] * bs,
+                                                                   weights, rng), bs, rng)
         val_logits = predict_logits(net, images, val_idx)
         val_loss, _ = softmax_cross_entropy(val_logits, y_val)
         row = {
@@ -128,6 +149,7 @@ def fit(net: Network, images: np.ndarray, labels: np.ndarray, train_idx: np.ndar
     if best_state is not None:
         net.load_state_dict(best_state)
     if cfg["precise_bn_batches"]:
-        recompute_batchnorm_statistics(net, images, train_idx, bs, rng)
+        final = train_idx if weights is None else _bn_sample(train_idx, per_epoch, weights, rng)
+        recompute_batchnorm_statistics(net, images, final, bs, rng)
     hist.seconds = time.monotonic() - start
     return hist

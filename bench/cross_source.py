@@ -1,0 +1,165 @@
+"""Leave-one-source-out evaluation of the shipped model and of training recipes (docs/cross-source.md).
+
+    # the shipped model (trained on the binary set) on the 4-class set: no training
+    python bench/cross_source.py baseline --model models/versions/<v>/model.npz --out /tmp/loso/shipped.json
+    # train a recipe on one source, judge it on the other (and on its own test part)
+    python bench/cross_source.py train --source binary --recipe base --epochs 10 --out /tmp/loso/bin-base
+    # the table of every result file given
+    python bench/cross_source.py table /tmp/loso/*.json /tmp/loso/*/result.json
+
+Scores on the other source are on its validation part (recipes are chosen there) and its test
+part, each less every scan nearly duplicating one the model trained or was validated on. AdaBN
+rows re-estimate batch-norm statistics on the other source's unlabelled training part (labels
+unused). Needs ../shared/datasets; decoded images are cached in paths.cache.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tumord.model import checkpoint  # noqa: E402
+from tumord.config import load_config  # noqa: E402
+from tumord.data.images import preprocess_from_config  # noqa: E402
+from tumord.training.calibration import fit_temperature  # noqa: E402
+from tumord.training.cross_source import load_loso, scores  # noqa: E402
+from tumord.training.precise_bn import recompute_batchnorm_statistics  # noqa: E402
+from tumord.model.predict import predict_logits  # noqa: E402
+from tumord.training.trainer import build_network, fit  # noqa: E402
+
+DATASETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
+DOMAIN_AUG = {"gamma": 0.4, "blur": 1.2, "noise": 0.03, "bias_field": 0.6, "scale": 0.25}
+RECIPES = {  # overrides of config.yaml
+    "base": {},
+    "norm": {"preprocess": {"normalize": "head_percentile"}},
+    "aug": {"train": {"augment": DOMAIN_AUG}},
+    "norm_aug": {"preprocess": {"normalize": "head_percentile"}, "train": {"augment": DOMAIN_AUG}},
+    "crop_norm_aug": {"preprocess": {"normalize": "head_percentile", "crop": True}, "train": {"augment": DOMAIN_AUG}},
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) else v
+    return out
+
+
+def _judge(net, loso, source: str, seen: np.ndarray, temperature: float) -> dict:
+    """Same-source test, and the other source's val and test parts unseen by the model; then AdaBN."""
+    d, other = loso.data, loso.other(source)
+    sets = {f"{source} test (same source)": loso.part(source, "test"),
+            f"{other} val": loso.unseen_part(other, "val", seen),
+            f"{other} test": loso.unseen_part(other, "test", seen)}
+    out = {name: scores(predict_logits(net, d.images, idx), d.labels[idx], temperature) for name, idx in sets.items()}
+    target = loso.unseen_part(other, "train", seen)  # unlabelled scans of the new source
+    recompute_batchnorm_statistics(net, d.images, target, 32, np.random.default_rng(0))
+    for name in (f"{other} val", f"{other} test"):
+        out[name + " AdaBN"] = scores(predict_logits(net, d.images, sets[name]), d.labels[sets[name]], temperature)
+    return out
+
+
+def baseline(args) -> dict:
+    model = checkpoint.load(args.model)
+    report = json.loads((args.model.parent / "report.json").read_text())
+    cfg = load_config(args.config)
+    loso = load_loso(args.datasets, model.preprocess, cfg["paths"]["cache"])
+    root = Path(report["summary"]["data_root"]).resolve()
+    rel = {str(p.resolve().relative_to(root)): i for i, p in enumerate(loso.data.files) if root in p.resolve().parents}
+    seen = np.array([rel[f] for f in report["split"]["train"] + report["split"]["val"]])
+    test = np.array([rel[f] for f in report["split"]["test"]])
+    d = loso.data
+    out = {"binary test (its own split)": scores(model.logits(d.images[test]), d.labels[test], model.temperature)}
+    everything = loso.unseen_part("4class", "train", seen)
+    everything = np.concatenate([everything, loso.unseen_part("4class", "val", seen),
+                                 loso.unseen_part("4class", "test", seen)])
+    out["4class all unseen"] = scores(model.logits(d.images[everything]), d.labels[everything], model.temperature)
+    out.update({k: v for k, v in _judge(model.net, loso, "binary", seen, model.temperature).items()
+                if not k.startswith("binary")})
+    return {"run": "shipped", "model": model.identity, "results": out}
+
+
+def train(args) -> dict:
+    cfg = _merge(load_config(args.config), RECIPES[args.recipe])
+    cfg["train"]["epochs"] = args.epochs
+    cfg["train"]["patience"] = args.epochs
+    pre = preprocess_from_config(cfg)
+    loso = load_loso(args.datasets, pre, cfg["paths"]["cache"])
+    d = loso.data
+    sources = [args.source] if args.source != "both" else d.names
+    tr = np.concatenate([loso.part(s, "train") for s in sources])
+    va = np.concatenate([loso.part(s, "val") for s in sources])
+    rng = np.random.default_rng(cfg["train"]["seed"])
+    net = build_network(cfg["model"], pre.size, 2, rng)
+    log = open(args.out / "epochs.jsonl", "w")
+    hist = fit(net, d.images, d.labels, tr, va, cfg["train"], rng,
+               lambda row: (log.write(json.dumps(row) + "\n"), log.flush()))
+    temperature = fit_temperature(predict_logits(net, d.images, va), d.labels[va])
+    meta = checkpoint.new_metadata(net, ["normal", "tumor"], pre, temperature=temperature,
+                                   training={"recipe": args.recipe, "source": args.source, "settings": cfg["train"]})
+    checkpoint.save(args.out / "model.npz", net, meta)
+    seen = np.concatenate([tr, va])
+    if args.source == "both":
+        results = {f"{s} test (same source)": scores(predict_logits(net, d.images, loso.part(s, "test")),
+                                                      d.labels[loso.part(s, "test")], temperature) for s in d.names}
+    else:
+        results = _judge(net, loso, args.source, seen, temperature)
+    return {"run": f"{args.source}-{args.recipe}-{args.epochs}ep", "recipe": args.recipe, "source": args.source,
+            "epochs": args.epochs, "train_images": int(len(tr)), "train_seconds": round(hist.seconds, 1),
+            "best_epoch": hist.best_epoch, "results": results}
+
+
+def table(files: list[Path]) -> str:
+    lines = ["| run | evaluated on | n (normal) | accuracy | balanced acc. | sensitivity | specificity | AUC | ECE |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for f in files:
+        r = json.loads(Path(f).read_text())
+        for name, m in r["results"].items():
+            lines.append(f"| {r['run']} | {name} | {m['n']} ({m.get('normals', '?')}) | {m['accuracy']:.3f} | {m['balanced_accuracy']:.3f} | "
+                         f"{m['sensitivity']:.3f} | {m['specificity']:.3f} | {m['auc']:.3f} | {m['ece']:.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="mode", required=True)
+    b = sub.add_parser("baseline")
+    b.add_argument("--model", type=Path, required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--source", choices=["binary", "4class", "both"], required=True)
+    t.add_argument("--recipe", choices=sorted(RECIPES), default="base")
+    t.add_argument("--epochs", type=int, default=10)
+    for p in (b, t):
+        p.add_argument("--out", type=Path, required=True)
+        p.add_argument("--datasets", type=Path, default=DATASETS)
+        p.add_argument("--config", type=Path, default=None)
+    tb = sub.add_parser("table")
+    tb.add_argument("files", nargs="+", type=Path)
+    args = ap.parse_args()
+    if args.mode == "table":
+        print(table(args.files))
+        return
+    start = time.time()
+    if args.mode == "train":
+        args.out.mkdir(parents=True, exist_ok=True)
+        result = train(args)
+        path = args.out / "result.json"
+    else:
+        result = baseline(args)
+        path = args.out
+        path.parent.mkdir(parents=True, exist_ok=True)
+    result["wall_seconds"] = round(time.time() - start, 1)
+    result["command"] = " ".join(sys.argv)
+    path.write_text(json.dumps(result, indent=1))
+    print(table([path]))
+
+
+if __name__ == "__main__":
+    main()
