@@ -2,15 +2,19 @@
 
 Per convolution of cnn_spec (forward and backward) and for a whole training step
 (forward + loss + backward + AdamW), at 128x128 input. PyTorch gets as many threads as
-numpy's BLAS. Install the extra packages with `pip install -r bench/requirements.txt`.
+numpy's BLAS. Each engine runs in its own process, alternated (numpy, PyTorch, numpy, ...), and
+every ratio is printed as min-median-max over the rounds, with the BLAS kernel that ran.
+Install the extra packages with `pip install -r bench/requirements.txt`.
 
-    python bench/bench_conv.py [--batch 32] [--repeats 5] [--threads N] [--cpu-time]
+    python bench/bench_conv.py [--batch 32] [--repeats 5] [--rounds 3] [--threads N] [--cpu-time]
 
 On a shared machine, `--threads 1 --cpu-time` gives the steadiest comparison.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -18,7 +22,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import blas_report, run_child, spread, torch_report  # noqa: E402
 from tumord.nn.conv import Conv2D, cnn_spec  # noqa: E402
 from tumord.nn.losses import softmax_cross_entropy  # noqa: E402
 from tumord.nn.network import Network  # noqa: E402
@@ -41,13 +47,9 @@ def best_ms(fn, repeats: int) -> float:
 
 
 def blas_threads() -> int:
-    """Prints which BLAS (and which of its CPU kernels) numpy runs; returns its thread count."""
     from threadpoolctl import threadpool_info
 
     blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
-    for i in blas:
-        print(f"numpy BLAS: {i['internal_api']} {i.get('version')} kernel={i.get('architecture')} "
-              f"threads={i['num_threads']} ({Path(i['filepath']).name})")
     return blas[0]["num_threads"] if blas else 1
 
 
@@ -81,17 +83,26 @@ def torch_network(net: Network, torch):
     return nn.Sequential(*mods)
 
 
-def time_numpy(net: Network, x, labels, repeats: int):
-    """Per convolution (forward, backward) on its real input, then a whole training step."""
+def conv_inputs(net: Network, x) -> dict:
+    """Per convolution: its name, its real input in a training forward pass and an output gradient."""
     rng = np.random.default_rng(1)
-    per_conv, h = {}, x
+    convs, h = {}, x
     for i, layer in enumerate(net.layers):
         if isinstance(layer, Conv2D):
             g = rng.standard_normal((x.shape[0], *layer.output_shape(h.shape[1:]))).astype(np.float32)
-            fwd = best_ms(lambda: layer.forward(h, training=True), repeats)
-            both = best_ms(lambda: (layer.forward(h, training=True), layer.backward(g, i > 0)), repeats)
-            per_conv[i] = (f"{i} conv {layer.in_channels}->{layer.filters} {h.shape[2]}x{h.shape[3]}", fwd, both - fwd, h, g)
+            convs[i] = (f"{i} conv {layer.in_channels}->{layer.filters} {h.shape[2]}x{h.shape[3]}", h.copy(), g)
         h = layer.forward(h, training=True)
+    return convs
+
+
+def time_numpy(net: Network, convs, x, labels, repeats: int):
+    """Per convolution (forward, backward) on its real input, then a whole training step."""
+    per_conv = {}
+    for i, (_, h, g) in convs.items():
+        layer = net.layers[i]
+        fwd = best_ms(lambda: layer.forward(h, training=True), repeats)
+        both = best_ms(lambda: (layer.forward(h, training=True), layer.backward(g, i > 0)), repeats)
+        per_conv[i] = (fwd, both - fwd)
     opt = AdamW(1e-3, weight_decay=0.01)
 
     def step():
@@ -102,9 +113,9 @@ def time_numpy(net: Network, x, labels, repeats: int):
     return per_conv, best_ms(step, repeats)
 
 
-def time_torch(tnet, per_conv, x, labels, repeats: int, torch):
+def time_torch(tnet, convs, x, labels, repeats: int, torch):
     times = {}
-    for i, (_, _, _, h, g) in per_conv.items():
+    for i, (_, h, g) in convs.items():
         conv, tx, tg = tnet[i], torch.from_numpy(h.copy()).requires_grad_(i > 0), torch.from_numpy(g)
 
         def fwd_bwd():
@@ -124,21 +135,9 @@ def time_torch(tnet, per_conv, x, labels, repeats: int, torch):
     return times, best_ms(step, repeats)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, help="BLAS and PyTorch threads (default: numpy's BLAS default)")
-    ap.add_argument("--cpu-time", action="store_true",
-                    help="time with the process's CPU time: steadier on a busy machine, valid with --threads 1 only")
-    args = ap.parse_args()
-    if args.cpu_time:
-        if args.threads != 1:
-            ap.error("--cpu-time needs --threads 1 (idle worker threads spin and count as CPU time)")
-        global CLOCK
-        CLOCK = time.process_time
-
+def child(args) -> dict:
+    """One engine's timings, in this process alone (its idle worker threads spin for a while and
+    would slow the other engine's)."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(args.threads, user_api="blas")  # None keeps the default
@@ -148,32 +147,71 @@ def main() -> None:
     net = Network((1, s, s), cnn_spec(), rng)
     x = rng.standard_normal((n, 1, s, s)).astype(np.float32)
     labels = rng.integers(0, 2, n)
-    tnet_weights = {k: v.copy() for k, v in net.state_dict().items()}  # before training steps change them
-    # numpy first, torch after: their idle worker threads spin for a while and would slow each other
-    per_conv, step_np = time_numpy(net, x, labels, args.repeats)
-    time.sleep(1)
-
+    weights = {k: v.copy() for k, v in net.state_dict().items()}  # before training steps change them
+    convs = conv_inputs(net, x)
+    net.load_state_dict(weights)  # the forward pass moved the batch-norm statistics
+    out = {"names": {i: v[0] for i, v in convs.items()}, "blas": blas_report()}
+    if args.child == "numpy":
+        conv, step = time_numpy(net, convs, x, labels, args.repeats)
+        return {**out, "conv": conv, "step": step}
     import torch
 
     torch.set_num_threads(threads)
-    print(f"torch {torch.__version__} threads={torch.get_num_threads()} mkldnn={torch.backends.mkldnn.is_available()}")
-    net.load_state_dict(tnet_weights)
-    tnet = torch_network(net, torch)
-    per_conv_pt, step_pt = time_torch(tnet, per_conv, x, labels, args.repeats, torch)
+    conv, step = time_torch(torch_network(net, torch), convs, x, labels, args.repeats, torch)
+    return {**out, "conv": conv, "step": step, "torch": torch_report(torch)}
 
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3, help="alternated numpy/PyTorch runs, one process each")
+    ap.add_argument("--threads", type=int, help="BLAS and PyTorch threads (default: numpy's BLAS default)")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time with the process's CPU time: steadier on a busy machine, valid with --threads 1 only")
+    ap.add_argument("--child", choices=["numpy", "torch"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.cpu_time:
+        if args.threads != 1:
+            ap.error("--cpu-time needs --threads 1 (idle worker threads spin and count as CPU time)")
+        global CLOCK
+        CLOCK = time.process_time
+    if args.child:
+        if args.cpu_time and args.child == "numpy":
+            try:
+                from tumord.nn import parallel
+            except ImportError:  # an engine from before tumord.nn.parallel (for before/after runs)
+                parallel = None
+            if parallel is not None:
+                parallel.THREADS = 1  # CPU time counts every thread's: one thread, as BLAS
+        print(json.dumps(child(args)))
+        return
+    opts = [f"--{k}={v}" for k, v in (("batch", args.batch), ("size", args.size), ("repeats", args.repeats),
+                                      ("threads", args.threads)) if v is not None] + ["--cpu-time"] * args.cpu_time
+    runs = {"numpy": [], "torch": []}
+    for _ in range(args.rounds):
+        for engine in runs:
+            runs[engine].append(run_child(__file__, engine, *opts))
+    np_runs, pt_runs = runs["numpy"], runs["torch"]
+    print(f"numpy BLAS: {np_runs[0]['blas']}\n{pt_runs[0]['torch']}")
     clock = "CPU time" if args.cpu_time else "wall time"
-    print(f"\nper convolution, batch {n}, {s}x{s} input, best of {args.repeats}, {clock} (ms); ratio = numpy/pytorch")
-    print(f"{'layer':<24}{'np fwd':>8}{'np bwd':>8}{'pt fwd':>8}{'pt bwd':>8}{'ratio':>7}")
-    tot_np = tot_pt = 0.0
-    for i, (name, f_np, b_np, _, _) in per_conv.items():
-        f_pt, b_pt = per_conv_pt[i]
-        tot_np, tot_pt = tot_np + f_np + b_np, tot_pt + f_pt + b_pt
-        print(f"{name:<24}{f_np:8.1f}{b_np:8.1f}{f_pt:8.1f}{b_pt:8.1f}{(f_np + b_np) / (f_pt + b_pt):7.2f}")
-    print(f"{'all convolutions':<24}{tot_np:16.1f}{tot_pt:16.1f}{tot_np / tot_pt:7.2f}")
-    print(f"\ntraining step (forward + loss + backward + AdamW), batch {n}")
-    print(f"numpy {step_np:.0f} ms   pytorch {step_pt:.0f} ms   ratio {step_np / step_pt:.2f}")
-    steps = -(-2700 // n)
-    print(f"an epoch of 2,700 images: numpy ~{steps * step_np / 1e3:.0f} s, pytorch ~{steps * step_pt / 1e3:.0f} s")
+    print(f"\nper convolution, batch {args.batch}, {args.size}x{args.size} input, best of {args.repeats} per run, "
+          f"{clock}, {args.rounds} alternated runs; ms as median; ratio numpy/pytorch as min-median-max")
+    print(f"{'layer':<24}{'np fwd':>8}{'np bwd':>8}{'pt fwd':>8}{'pt bwd':>8}  ratio")
+    med = lambda xs: statistics.median(xs)  # noqa: E731
+    for i, name in np_runs[0]["names"].items():
+        f_np, b_np, f_pt, b_pt = (med([r["conv"][i][k] for r in rs]) for rs, k in
+                                  ((np_runs, 0), (np_runs, 1), (pt_runs, 0), (pt_runs, 1)))
+        ratios = [sum(a["conv"][i]) / sum(b["conv"][i]) for a, b in zip(np_runs, pt_runs)]
+        print(f"{name:<24}{f_np:8.1f}{b_np:8.1f}{f_pt:8.1f}{b_pt:8.1f}  {spread(ratios)}")
+    total = [(sum(map(sum, a["conv"].values())), sum(map(sum, b["conv"].values()))) for a, b in zip(np_runs, pt_runs)]
+    print(f"{'all convolutions':<24}{spread([a for a, _ in total], '{:.0f}'):>16}{spread([b for _, b in total], '{:.0f}'):>16}"
+          f"  {spread([a / b for a, b in total])}")
+    print(f"\ntraining step (forward + loss + backward + AdamW), batch {args.batch}, ms min-median-max")
+    steps = [(a["step"], b["step"]) for a, b in zip(np_runs, pt_runs)]
+    print(f"numpy {spread([a for a, _ in steps], '{:.0f}')}   pytorch {spread([b for _, b in steps], '{:.0f}')}   "
+          f"ratio {spread([a / b for a, b in steps])}")
 
 
 if __name__ == "__main__":

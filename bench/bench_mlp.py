@@ -2,7 +2,10 @@
 
 Reports training seconds per epoch (2,689 images, the binary set's training split size, batch 64,
 SGD with momentum), prediction images per second at batch 1 and 64, and peak memory, each engine
-in its own process. Usage: python bench/bench_mlp.py [--images 2689] [--size 300]
+in its own process, alternated over --rounds (numpy, PyTorch, numpy, ...); every figure and ratio
+is printed as min-median-max over the rounds, with the BLAS kernel that ran.
+Usage: python bench/bench_mlp.py [--images 2689] [--size 300] [--rounds 3] [--threads N] [--cpu-time]
+On a shared machine, `--threads 1 --cpu-time` gives the steadiest comparison.
 Optional requirements: pip install -r bench/requirements.txt (torch==2.13.0, threadpoolctl).
 """
 from __future__ import annotations
@@ -16,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import blas_report, peak_rss_mb, run_child  # noqa: E402
+from common import blas_report, peak_rss_mb, run_child, spread, torch_report  # noqa: E402
 
 HIDDEN, CLASSES, BATCH = 512, 2, 64
+CLOCK = time.perf_counter
 
 
 def _data(n, size):
@@ -54,6 +58,7 @@ def bench_torch(n, size):
     import torch
 
     torch.set_num_threads(_blas_threads())
+    report = torch_report(torch)
     images, labels = _data(n, size)
     images_t, labels_t = torch.from_numpy(images), torch.from_numpy(labels)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(size * size, HIDDEN), torch.nn.BatchNorm1d(HIDDEN),
@@ -75,7 +80,7 @@ def bench_torch(n, size):
         with torch.inference_mode():
             net(images_t[:batch].float().div_(255).unsqueeze(1))
 
-    return _measure(epoch, predict)
+    return {**_measure(epoch, predict), "torch": report}
 
 
 def _blas_threads():
@@ -91,17 +96,17 @@ def _measure(epoch, predict):
     epoch()  # warm-up (allocations, BLAS buffers)
     times = []
     for _ in range(2):
-        t = time.perf_counter()
+        t = CLOCK()
         epoch()
-        times.append(time.perf_counter() - t)
+        times.append(CLOCK() - t)
     rates = {}
     for batch in (1, BATCH):
         predict(batch)
         reps = 200 if batch == 1 else 20
-        t = time.perf_counter()
+        t = CLOCK()
         for _ in range(reps):
             predict(batch)
-        rates[batch] = reps * batch / (time.perf_counter() - t)
+        rates[batch] = reps * batch / (CLOCK() - t)
     return {"epoch_s": min(times), "predict_b1_per_s": rates[1], "predict_b64_per_s": rates[BATCH],
             "peak_rss_mb": peak_rss_mb(), "blas": blas_report()}
 
@@ -110,28 +115,57 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=2689)
     ap.add_argument("--size", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, help="BLAS and PyTorch threads (default: numpy's BLAS default)")
+    ap.add_argument("--cpu-time", action="store_true", help="process CPU time; valid with --threads 1 only")
     ap.add_argument("--child", choices=["numpy", "torch"])
     args = ap.parse_args()
+    if args.cpu_time and args.threads != 1:
+        ap.error("--cpu-time needs --threads 1 (idle worker threads spin and count as CPU time)")
     if args.child:
+        global CLOCK
+        if args.threads:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(args.threads, user_api="blas")
+        if args.cpu_time:
+            CLOCK = time.process_time
+            try:
+                from tumord.nn import parallel
+
+                parallel.THREADS = 1  # CPU time counts every thread's: one thread, as BLAS
+            except ImportError:  # an engine from before tumord.nn.parallel (for before/after runs)
+                pass
         fn = bench_numpy if args.child == "numpy" else bench_torch
         print(json.dumps(fn(args.images, args.size)))
         return
-    sizes = ("--images", str(args.images), "--size", str(args.size))
-    results = {"numpy": run_child(__file__, "numpy", *sizes)}
-    try:
-        results["torch"] = run_child(__file__, "torch", *sizes)
-    except Exception as e:  # torch is optional
-        print(f"PyTorch not measured: {e}", file=sys.stderr)
-    print(f"MLP {args.size}x{args.size} -> {HIDDEN} -> {CLASSES}, {args.images} images/epoch, batch {BATCH}")
-    print(f"numpy BLAS: {results['numpy']['blas']}")
-    print(f"{'engine':<8}{'s/epoch':>10}{'img/s b1':>12}{'img/s b64':>12}{'peak MB':>10}")
-    for name, r in results.items():
-        print(f"{name:<8}{r['epoch_s']:>10.2f}{r['predict_b1_per_s']:>12.0f}{r['predict_b64_per_s']:>12.0f}"
-              f"{r['peak_rss_mb']:>10.0f}")
-    if "torch" in results:
-        n, t = results["numpy"], results["torch"]
-        print(f"numpy/torch time per epoch: {n['epoch_s'] / t['epoch_s']:.2f} "
-              f"(below 1 means numpy is faster)")
+    opts = ["--images", str(args.images), "--size", str(args.size)] + \
+        (["--threads", str(args.threads)] if args.threads else []) + ["--cpu-time"] * args.cpu_time
+    runs = {"numpy": [], "torch": []}
+    for _ in range(args.rounds):
+        for engine in list(runs):
+            try:
+                runs[engine].append(run_child(__file__, engine, *opts))
+            except Exception as e:  # torch is optional
+                print(f"PyTorch not measured: {e}", file=sys.stderr)
+                runs.pop(engine)
+    clock = "CPU time" if args.cpu_time else "wall time"
+    print(f"MLP {args.size}x{args.size} -> {HIDDEN} -> {CLASSES}, {args.images} images/epoch, batch {BATCH}, "
+          f"{clock}, {args.rounds} alternated runs, min-median-max")
+    print(f"numpy BLAS: {runs['numpy'][0]['blas']}")
+    if "torch" in runs:
+        print(runs["torch"][0]["torch"])
+    keys = (("epoch_s", "s/epoch", "{:.2f}"), ("predict_b1_per_s", "img/s b1", "{:.0f}"),
+            ("predict_b64_per_s", "img/s b64", "{:.0f}"), ("peak_rss_mb", "peak MB", "{:.0f}"))
+    print(f"{'engine':<8}" + "".join(f"{title:>18}" for _, title, _ in keys))
+    for name, rs in runs.items():
+        print(f"{name:<8}" + "".join(f" {spread([r[k] for r in rs], fmt):>17}" for k, _, fmt in keys))
+    if "torch" in runs:
+        pairs = list(zip(runs["numpy"], runs["torch"]))
+        print(f"numpy/torch time per epoch: {spread([a['epoch_s'] / b['epoch_s'] for a, b in pairs])} "
+              f"(below 1: numpy is faster)")
+        print(f"numpy/torch prediction rate at batch {BATCH}: "
+              f"{spread([a['predict_b64_per_s'] / b['predict_b64_per_s'] for a, b in pairs])} (above 1: numpy is faster)")
 
 
 if __name__ == "__main__":

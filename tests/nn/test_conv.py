@@ -14,6 +14,7 @@ from tumord.nn.network import Network
         (lambda: C.Conv2D(2, 3, 3, "same", True, np.random.default_rng(1)), (2, 2, 5, 4)),
         (lambda: C.Conv2D(2, 3, (2, 3), "valid", True, np.random.default_rng(1)), (2, 2, 5, 4)),
         (lambda: C.Conv2D(1, 2, 2, "same", False, np.random.default_rng(1)), (3, 1, 4, 5)),
+        (lambda: C.Conv2D(2, 2, 5, "same", False, np.random.default_rng(1)), (2, 2, 3, 4)),  # taps off the image
         (lambda: C.MaxPool2D(2), (2, 3, 5, 4)),  # odd height: the last row is dropped
         (lambda: C.MaxPool2D(3), (2, 2, 6, 7)),
         (lambda: C.GlobalAvgPool(), (3, 2, 3, 4)),
@@ -46,18 +47,20 @@ def _direct_conv(x, k, b, pad):
     return out
 
 
-@pytest.mark.parametrize("kernel, padding", [(3, "same"), (2, "same"), ((3, 1), "valid")])
-def test_conv_matches_direct_convolution(kernel, padding):
-    """im2col + matrix product equals the textbook sum over the window (cross-correlation)."""
+@pytest.mark.parametrize("kernel, padding, hw", [(3, "same", (6, 5)), (2, "same", (6, 5)), ((3, 1), "valid", (6, 5)),
+                                                 (5, "same", (3, 4)), (3, "same", (1, 2)), ((1, 3), "same", (2, 1))])
+def test_conv_matches_direct_convolution(kernel, padding, hw):
+    """im2col + matrix product equals the textbook sum over the window (cross-correlation), also
+    where the kernel is as large as the image or larger (every tap's flat shift wraps or leaves)."""
     rng = np.random.default_rng(5)
     layer = C.Conv2D(3, 4, kernel, padding, True, rng)
     layer.params["b"][:] = rng.standard_normal(4)
-    x = rng.standard_normal((2, 3, 6, 5)).astype(np.float32)
+    x = rng.standard_normal((2, 3, *hw)).astype(np.float32)
     k, b = layer.params["kernel"].astype(np.float64), layer.params["b"].astype(np.float64)
     if padding == "same":
         expected = _direct_conv(x.astype(np.float64), k, b, layer.pad)
     else:  # a valid convolution is the top-left part of one padded only at the bottom/right
-        expected = _direct_conv(x.astype(np.float64), k, b, (0, 0))[:, :, : 6 - k.shape[2] + 1, : 5 - k.shape[3] + 1]
+        expected = _direct_conv(x.astype(np.float64), k, b, (0, 0))[:, :, : hw[0] - k.shape[2] + 1, : hw[1] - k.shape[3] + 1]
     out = layer.forward(x)
     assert out.shape == expected.shape and out.dtype == np.float32
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)

@@ -114,11 +114,11 @@ def test_adamw_and_sgd_steps_match_the_formulas_worked_by_hand():
 @pytest.mark.parametrize("kind", ["sgd", "adamw"])
 def test_block_wise_updates_equal_whole_array_updates(kind, monkeypatch):
     """Updating in blocks (to avoid temporaries), split between threads or not, equals one whole-array pass."""
-    from tumord.nn import optim
+    from tumord.nn import optim, parallel
 
     results = []
     for block, threads in ((3, 1), (3, 3), (1 << 18, 1)):
-        monkeypatch.setattr(optim, "_THREADS", threads)
+        monkeypatch.setattr(parallel, "THREADS", threads)
         p = np.arange(100, dtype=np.float32).reshape(4, 25) / 7
         opt = optim.make_optimizer(kind, lr=0.1, weight_decay=0.01)
         opt.BLOCK = block

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tumord.nn.im2col import col2im, im2col
 from tumord.nn.layers import Layer
 
 
@@ -23,12 +24,8 @@ def _pair(v) -> tuple[int, int]:
 
 
 class Conv2D(Layer):
-    """Stride-1 convolution as im2col + one matrix product (forward, weight and input gradients).
-
-    The column buffer is (C_in, kh*kw, N, H_out, W_out): each of the kh*kw kernel taps is one
-    shifted slice copy of the whole batch, never a loop over pixels or images. Out-of-image
-    positions ('same' padding) are zero strips in the buffer, so the input is never padded.
-    """
+    """Stride-1 convolution as im2col (nn/im2col.py) + one matrix product (forward, weight and
+    input gradients)."""
 
     def __init__(self, in_channels: int, filters: int, kernel=3, padding: str = "same", bias: bool = True,
                  rng: np.random.Generator | None = None):
@@ -46,7 +43,7 @@ class Conv2D(Layer):
         if bias:
             self.params["b"] = np.zeros(filters, np.float32)
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
-        self._buf: np.ndarray | None = None  # column scratch, reused across steps (large: avoid page faults)
+        self._bufs: dict[str, np.ndarray] = {}  # training's columns, output and input gradient
         self._cols: np.ndarray | None = None  # columns kept for backward
 
     def output_shape(self, input_shape):
@@ -60,25 +57,17 @@ class Conv2D(Layer):
             raise ValueError(f"a {self.kh}x{self.kw} 'valid' convolution needs at least that input, got {h}x{w}")
         return h - self.kh + 1, w - self.kw + 1
 
-    def _taps(self, h: int, w: int, ho: int, wo: int):
-        """Per kernel tap: its index, the output rows/cols it reaches and the input offset."""
-        for ky in range(self.kh):
-            dy = ky - self.pad[0]
-            y0, y1 = max(0, -dy), min(ho, h - dy)
-            for kx in range(self.kw):
-                dx = kx - self.pad[1]
-                x0, x1 = max(0, -dx), min(wo, w - dx)
-                yield ky * self.kw + kx, slice(y0, y1), slice(x0, x1), slice(y0 + dy, y1 + dy), slice(x0 + dx, x1 + dx)
-
-    def _column_buffer(self, shape, dtype, training: bool) -> np.ndarray:
-        """Training keeps one buffer across steps (replaced when the batch shape changes).
-        Inference takes its own every time, so predictions may run in several threads at once
-        and never overwrite columns a pending backward still needs."""
+    def _buffer(self, name: str, shape, dtype, training: bool) -> np.ndarray:
+        """Training keeps its buffers across steps (replaced when the batch shape changes): fresh
+        arrays this large cost a page fault per 4 kB. Inference takes new ones every time, so
+        predictions may run in several threads at once and never overwrite columns a pending
+        backward still needs."""
         if not training:
             return np.empty(shape, dtype)
-        if self._buf is None or self._buf.shape != shape or self._buf.dtype != dtype:
-            self._buf = np.empty(shape, dtype)
-        return self._buf
+        buf = self._bufs.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self._bufs[name] = np.empty(shape, dtype)
+        return buf
 
     def forward(self, x, training=False):
         return self._convolve(x, self.params["kernel"], self.params.get("b"), training)
@@ -93,18 +82,12 @@ class Conv2D(Layer):
     def _convolve(self, x, k, bias, training):
         n, c, h, w = x.shape
         ho, wo = self._out_hw(h, w)
-        shape = (c, self.kh * self.kw, n, ho, wo)
-        cols = self._column_buffer(shape, np.result_type(x.dtype, k.dtype), training)
-        xc = x.transpose(1, 0, 2, 3)  # (C, N, H, W): free for channel-major input
-        for t, oy, ox, iy, ix in self._taps(h, w, ho, wo):
-            dst = cols[:, t]
-            dst[:, :, oy, ox] = xc[:, :, iy, ix]
-            # zero the strips that fall outside the image (backward reuses the buffer for dcols)
-            dst[:, :, : oy.start] = 0
-            dst[:, :, oy.stop :] = 0
-            dst[:, :, :, : ox.start] = 0
-            dst[:, :, :, ox.stop :] = 0
-        out = k.reshape(self.filters, -1) @ cols.reshape(c * self.kh * self.kw, -1)  # (C_out, N*Ho*Wo)
+        dtype = np.result_type(x.dtype, k.dtype)
+        cols = self._buffer("cols", (c, self.kh * self.kw, n, ho, wo), dtype, training)
+        # inference stays in the caller's thread: the service already predicts on several
+        im2col(x.transpose(1, 0, 2, 3), cols, self.kh, self.kw, self.pad, inline=not training)
+        out = self._buffer("out", (self.filters, n * ho * wo), dtype, training)
+        np.matmul(k.reshape(self.filters, -1), cols.reshape(c * self.kh * self.kw, -1), out=out)
         if bias is not None:
             out += bias[:, None].astype(out.dtype, copy=False)
         if training:
@@ -125,16 +108,8 @@ class Conv2D(Layer):
         # the columns are used up: their buffer takes the column gradients
         np.matmul(self.params["kernel"].reshape(self.filters, -1).T, g, out=cols2)
         h, w = self._in_hw
-        # col2im: every tap adds its shifted slice back. With 'same' padding the unshifted tap
-        # covers the whole image, so it initializes dx instead of a pass of zeros.
-        if self.padding == "same":
-            centre = self.pad[0] * self.kw + self.pad[1]
-            dx = cols[:, centre].copy()
-        else:
-            centre, dx = None, np.zeros((c, n, h, w), cols.dtype)
-        for t, oy, ox, iy, ix in self._taps(h, w, ho, wo):
-            if t != centre:
-                dx[:, :, iy, ix] += cols[:, t, :, oy, ox]
+        dx = self._buffer("dx", (c, n, h, w), cols.dtype, training=True)
+        col2im(cols, dx, self.kh, self.kw, self.pad)
         return dx.transpose(1, 0, 2, 3)  # (C, N, H, W) memory, channel-major like the forward output
 
     def config(self):

@@ -11,6 +11,7 @@ import numpy as np
 
 from tumord.nn import conv
 from tumord.nn import layers as L
+from tumord.nn.block import training_units
 from tumord.nn.inference import infer
 
 
@@ -41,13 +42,14 @@ class Network:
             self.layers.append(layer)
             shape = layer.output_shape(shape)
         self.output_shape = shape
+        self._units = training_units(self.layers)  # training runs conv blocks fused (nn/block.py)
 
     # --- computation -------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if not training:
             return infer(self.layers, x)
-        for layer in self.layers:
-            x = layer.forward(x, training)
+        for unit in self._units:
+            x = unit.forward(x, training)
         return x
 
     def backward(self, grad: np.ndarray) -> None:
@@ -56,15 +58,15 @@ class Network:
         Nothing before that layer learns, so its input gradient would be wasted work: for the
         300x300 network it is a 64x512x90000 matrix product, a quarter of a training step.
         """
-        first = next((i for i, layer in enumerate(self.layers) if layer.params), 0)
-        for i in range(len(self.layers) - 1, first - 1, -1):
-            grad = self.layers[i].backward(grad, need_input_grad=i > first)
+        first = next((i for i, unit in enumerate(self._units) if unit.params), 0)
+        for i in range(len(self._units) - 1, first - 1, -1):
+            grad = self._units[i].backward(grad, need_input_grad=i > first)
 
     def backward_to_input(self, grad: np.ndarray) -> np.ndarray:
         """Backpropagates to the input (for gradient checks and saliency maps)."""
-        for layer in reversed(self.layers):
-            grad = layer.backward(grad, need_input_grad=True)
-        return grad
+        for unit in reversed(self._units):
+            grad = unit.backward(grad, need_input_grad=True)
+        return grad.copy()  # not a layer's reused buffer
 
     # --- parameters and state ------------------------------------------------------------
     def named_parameters(self) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:

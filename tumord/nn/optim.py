@@ -1,11 +1,9 @@
 """Optimizers. Their state lives here, keyed like the network's parameters, not in the layers."""
 from __future__ import annotations
 
-import functools
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
+
+from tumord.nn import parallel
 
 
 class Optimizer:
@@ -43,7 +41,7 @@ class Optimizer:
             raise ValueError("optimizer arrays must be C-contiguous (a reshape would copy and lose updates)")
         flat = [a.reshape(-1) for a in arrays]
         n, dtype = flat[0].size, flat[0].dtype
-        parts = min(_THREADS, n // (4 * self.BLOCK)) or 1
+        parts = min(parallel.THREADS, n // (4 * self.BLOCK)) or 1
         if len(self._scratch) < parts or self._scratch[0].dtype != dtype:
             self._scratch = [np.empty(self.BLOCK, dtype) for _ in range(parts)]
         bounds = [n * k // parts // self.BLOCK * self.BLOCK for k in range(parts)] + [n]
@@ -54,18 +52,7 @@ class Optimizer:
                 j = min(i + self.BLOCK, bounds[part + 1])
                 update(scratch[: j - i], *(f[i:j] for f in flat))
 
-        if parts == 1:
-            run(0)
-        else:
-            list(_pool().map(run, range(parts)))
-
-
-_THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-
-
-@functools.cache
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(_THREADS, thread_name_prefix="optimizer")
+        parallel.run(run, parts)
 
 
 class SGD(Optimizer):

@@ -26,4 +26,4 @@ def input_gradient(net: Network, x: np.ndarray, target: np.ndarray) -> np.ndarra
             grad = grad * scale.reshape((1, -1) + (1,) * (grad.ndim - 2))
         elif not isinstance(layer, Dropout):
             grad = layer.backward(grad, need_input_grad=True)
-    return grad
+    return grad.copy()  # not a layer's reused buffer
