@@ -7,7 +7,7 @@ version name; the weights' SHA-256 is unchanged) that records which version it d
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,11 @@ def add_reference(model_file: Path, report: dict, data_root: Path, out_dir: Path
     if reference is None:
         raise ValueError(f"{model_file}: the network has no pooled features (an MLP); it cannot score distances")
     meta = {k: v for k, v in model.meta.items() if k not in ("version", "weights_sha256", "abstain")}
-    meta["created_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    # the version name is the creation second plus the weights' hash, which stays: a later second
+    # than the source's keeps the two names apart even when the source was made a moment ago
+    source_created = datetime.fromisoformat(model.meta["created_at"].replace("Z", "+00:00"))
+    created = max(datetime.now(timezone.utc).replace(microsecond=0), source_created + timedelta(seconds=1))
+    meta["created_at"] = created.isoformat(timespec="seconds").replace("+00:00", "Z")
     meta["derived_from"] = {"version": model.meta["version"], "change": "abstention reference added, weights unchanged"}
     meta = checkpoint.save(out_dir / "model.npz", model.net, meta, reference)
     report = {**report, "model": {"version": meta["version"], "sha256": meta["weights_sha256"]},
