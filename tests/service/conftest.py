@@ -193,6 +193,7 @@ class Watch:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
+                what = what() if callable(what) else what  # a callable says what is left at the time
                 raise AssertionError(f"{what} not reached within {timeout}s; log:\n{''.join(self.raw[-30:])}")
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"the service exited ({self.proc.returncode}); log:\n{''.join(self.raw[-30:])}")

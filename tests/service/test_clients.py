@@ -64,7 +64,8 @@ class TestMetadataChangedAfterJudging:
         left = [str(w.input / n) for n in names if (w.input / n).exists()]
         subprocess.run(["touch", "-c", "-m", "-d", "1 hour ago", *left], check=True)
         w.wait_until(lambda: os.listdir(w.input) == [] and len(verdicts(w.output)) >= 300, timeout=120,
-                     what="all scans judged")
+                     what=lambda: f"all scans judged (left in input: {sorted(os.listdir(w.input))[:10]}, "
+                                  f"verdicts: {len(verdicts(w.output))})")
         time.sleep(2.0)
         assert w.stop() == 0
         assert_one_verdict_each(w, digests)
