@@ -9,7 +9,7 @@ from pathlib import Path
 from tumord.model import registry
 from tumord.abstain.upgrade import add_reference
 from tumord.commands.common import add_config_options, config_from_args, training_lock
-from tumord.logs import get_logger, setup_logging
+from tumord.logs import get_logger
 
 log = get_logger("tumord.models")
 
@@ -26,7 +26,6 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    setup_logging()
     models_dir = Path(cfg["paths"]["models"])
     version = registry.resolve(models_dir, args.version) if args.version else registry.current_version(models_dir)
     if version is None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from tumord.commands.common import add_config_options, config_from_args
 from tumord.labelling import verdicts
 from tumord.labelling.filing import file_label
-from tumord.logs import get_logger, setup_logging
+from tumord.logs import get_logger
 
 log = get_logger("tumord.feedback")
 
@@ -25,7 +25,6 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    setup_logging()
     output, training = Path(cfg["paths"]["output"]), Path(cfg["paths"]["training"])
     path, record, given = verdicts.find(output, args.what)
     result = file_label(record, args.label, training, given, args.by)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from tumord.commands.common import LOCKED, add_config_options, config_from_args, training_lock
-from tumord.logs import get_logger, setup_logging
+from tumord.logs import get_logger
 from tumord.model import registry
 
 log = get_logger("tumord.models")
@@ -36,7 +36,6 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    setup_logging()
     models_dir = Path(cfg["paths"]["models"])
     if args.action == "list":
         return _list(models_dir, args.json)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tumord.atomic import write_atomic
 from tumord.commands.common import LOCKED, add_config_options, config_from_args, load_model, training_lock
-from tumord.logs import get_logger, setup_logging
+from tumord.logs import get_logger
 from tumord.model import registry
 
 PROMOTED, FAILED, BAD_INPUT, KEPT = 0, 1, 2, 3  # and LOCKED (4), shared with `models add`
@@ -44,7 +44,6 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    setup_logging()
     if args.output is not None:
         return _train_to_folder(args, cfg)
     try:
