@@ -151,7 +151,8 @@ def train(args) -> dict:
                                                       d.labels[loso.part(s, "test")], temperature) for s in d.names}
     else:
         results = _judge(net, loso, args.source, seen, temperature, not args.no_adabn)
-    return {"run": f"{args.source}-{args.recipe}-{args.epochs}ep", "recipe": args.recipe, "source": args.source,
+    run = f"{args.source}-{args.recipe}-{args.epochs}ep" + (f"-held{args.hold_out_shared:g}" if args.hold_out_shared else "")
+    return {"run": run + ("-audit-excluded" if args.exclude else ""), "recipe": args.recipe, "source": args.source,
             "epochs": args.epochs, "train_images": int(len(tr)), "excluded_by_audit": excluded,
             "held_out_shared": int(len(held)), "train_seconds": round(hist.seconds, 1),
             "best_epoch": hist.best_epoch, "results": results}
