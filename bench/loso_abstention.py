@@ -45,7 +45,25 @@ def _score(model, reference, images: np.ndarray) -> dict[str, np.ndarray]:
             "msp": 1 - softmax(logits / model.temperature).max(axis=1), "logits": logits}
 
 
+def _part(model, reference, threshold: float, inside: dict, images: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
+    """One part of the other source against the model's own test part."""
+    outside = _score(model, reference, images)
+    correct = outside["logits"].argmax(axis=1) == labels
+    accepted = outside["knn"] <= threshold
+    out = {
+        "n": int(len(labels)), "figures": scores(outside["logits"], labels, model.temperature),
+        "auroc_other_vs_same": {k: round(auroc(inside[k], outside[k]), 4) for k in ("knn", "mahalanobis", "msp")},
+        "abstained_at_threshold": round(float(1 - accepted.mean()), 4),
+        "accuracy_overall": round(float(correct.mean()), 4),
+        "accuracy_accepted": round(float(correct[accepted].mean()), 4) if accepted.any() else None,
+        "risk_coverage": {k: {f"{c:.1f}": round(accuracy_at(outside[k], correct, c), 4) for c in COVERAGES}
+                          for k in ("knn", "mahalanobis", "msp")},
+    }
+    return out, {"curves": {k: outside[k] for k in ("knn", "mahalanobis", "msp")}, "correct": correct}
+
+
 def measure(run: Path, datasets: Path, cache) -> tuple[dict, dict]:
+    """Validation part of the other source (where a score or threshold would be chosen) and its test part."""
     result = json.loads((run / "result.json").read_text())
     source = result["source"]
     model = checkpoint.load(run / "model.npz")
@@ -54,27 +72,18 @@ def measure(run: Path, datasets: Path, cache) -> tuple[dict, dict]:
     tr, va = loso.part(source, "train"), loso.part(source, "val")
     reference = fit_reference(model.net, d.images, d.labels, tr, d.images, va)
     threshold = reference.threshold(0.95, "knn")
-    own = loso.part(source, "test")
-    new = loso.unseen_part(other, "test", np.concatenate([tr, va]))
-    inside = _score(model, reference, np.asarray(d.images[np.sort(own)]))
-    outside = _score(model, reference, np.asarray(d.images[np.sort(new)]))
-    labels = d.labels[np.sort(new)]
-    correct = outside["logits"].argmax(axis=1) == labels
-    accepted = outside["knn"] <= threshold
-    out = {
-        "run": result["run"], "trained_on": source, "judged_on": other,
-        "same_source_test": int(len(own)), "other_source_test_unseen": int(len(new)),
-        "other_source_figures": scores(outside["logits"], labels, model.temperature),
-        "auroc_other_vs_same": {k: round(auroc(inside[k], outside[k]), 4) for k in ("knn", "mahalanobis", "msp")},
-        "threshold_knn_95": round(float(threshold), 4),
-        "same_source_abstained": round(float((inside["knn"] > threshold).mean()), 4),
-        "other_abstained": round(float(1 - accepted.mean()), 4),
-        "accuracy_overall": round(float(correct.mean()), 4),
-        "accuracy_accepted": round(float(correct[accepted].mean()), 4) if accepted.any() else None,
-        "risk_coverage": {k: {f"{c:.1f}": round(accuracy_at(outside[k], correct, c), 4) for c in COVERAGES}
-                          for k in ("knn", "mahalanobis", "msp")},
-    }
-    return out, {"curves": {k: outside[k] for k in ("knn", "mahalanobis", "msp")}, "correct": correct}
+    own = np.sort(loso.part(source, "test"))
+    inside = _score(model, reference, np.asarray(d.images[own]))
+    out = {"run": result["run"], "trained_on": source, "judged_on": other, "same_source_test": int(len(own)),
+           "threshold_knn_95": round(float(threshold), 4),
+           "same_source_abstained": round(float((inside["knn"] > threshold).mean()), 4)}
+    raw = {}
+    # validation: leave out copies of training scans only (as bench/cross_source.py does); test: of any seen scan
+    for part, seen in (("val", tr), ("test", np.concatenate([tr, va]))):
+        idx = np.sort(loso.unseen_part(other, part, seen))
+        out[f"{other} {part}"], raw[part] = _part(model, reference, threshold, inside,
+                                                  np.asarray(d.images[idx]), d.labels[idx])
+    return out, raw["test"]
 
 
 def plot(path: Path, title: str, curves: dict, correct: np.ndarray) -> None:
