@@ -124,7 +124,7 @@ def finetune(model_file: Path, d, base_train, base_val, labelled, cfg) -> tuple:
         draws=draws)
     temperature = fit_temperature(predict_logits(net, d.images, val_idx), d.labels[val_idx])
     p_val = softmax(predict_logits(net, d.images, site_va) / temperature)[:, 1]
-    threshold = choose_threshold(p_val, d.labels[site_va] == 1)
+    threshold = choose_threshold(p_val, d.labels[site_va] == 1, t["site"]["min_threshold_scans"])
     fold_threshold(net, threshold, temperature, 0, 1)
     timing = {"fine_tune_wall_seconds": round(time.monotonic() - wall0, 1),
               "fine_tune_cpu_seconds": round(time.process_time() - cpu0, 1),
