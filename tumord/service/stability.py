@@ -63,6 +63,11 @@ class Stability:
         self._candidates[path] = _Candidate(sig, closed, due, self._generation)
         heapq.heappush(self._heap, (due, self._generation, path))
 
+    def signature_of(self, path: str) -> Signature | None:
+        """The signature `path` had when last noted, if it is a candidate."""
+        c = self._candidates.get(path)
+        return c.sig if c is not None else None
+
     def forget(self, path: str) -> None:
         self._candidates.pop(path, None)  # its heap entry is skipped by generation
 
