@@ -91,6 +91,20 @@ class TestIntake:
             item = ready.get(timeout=3)
             assert os.path.getsize(item.path) == 60 and collect(ready, 0.5) == []
 
+    def test_a_moved_in_file_is_handed_on_at_once_a_closed_one_after_settle(self, tmp_path):
+        """A rename into the folder is a complete file: no settle window (idle latency). A file closed
+        after writing in place still waits `settle`, in case its writer reopens it."""
+        root, outside = tmp_path / "in", tmp_path / "staging"
+        root.mkdir()
+        outside.mkdir()
+        with running(root, settle=2.0) as (_, ready, _):
+            time.sleep(0.2)
+            (outside / "moved.png").write_bytes(b"m" * 50)
+            os.replace(outside / "moved.png", root / "moved.png")
+            (root / "written.png").write_bytes(b"w" * 50)
+            assert collect(ready, 1.0) == ["moved.png"]
+            assert collect(ready, 2.0) == ["written.png"]
+
     def test_mtime_set_alone_after_closing_does_not_hold_the_file_back(self, tmp_path):
         """Linux reports `touch -m` (the mtime alone, as sync tools set it) as a modification with no
         close to follow; a closed file touched so while it waits must still be handed on, once. It

@@ -70,7 +70,7 @@ class Handler(FileSystemEventHandler):
             if event.src_path:
                 self.events.put(("gone", src))
             if event.dest_path:
-                self.events.put(("closed", os.fsdecode(event.dest_path)))  # a rename is a finished write
+                self.events.put(("moved", os.fsdecode(event.dest_path)))  # a rename is a finished write
         elif isinstance(event, FileDeletedEvent):
             self.events.put(("gone", src))
         elif isinstance(event, FileClosedEvent):
@@ -241,10 +241,12 @@ class Intake(Worker):
                 self._created.add(path)
             elif kind == "written" and self.writers and self._writer_at_work(path):
                 self._writing[path] = time.monotonic()
-            elif kind == "closed":
+            elif kind in ("closed", "moved"):
                 self._writing.pop(path, None)
                 self._created.discard(path)
-            self.stability.note(path, closed=kind == "closed")
+            # a file renamed into the folder was complete before it arrived: it is read at once (its
+            # signature is still compared). A close after writing waits `settle`: a writer may reopen.
+            self.stability.note(path, closed=kind in ("closed", "moved"), delay=0.0 if kind == "moved" else None)
 
     def _writer_at_work(self, path: str) -> bool:
         """Whether a modify event means a writer has the file open. Linux reports setting the mtime

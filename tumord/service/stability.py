@@ -5,8 +5,9 @@ chmod and utime, and no user can set it back, so a copy that restores the origin
 the end (`cp -p`, rsync -t, unzip) still counts as a change. Comparing two signatures taken a
 window apart is independent of the clocks of network file servers.
 
-Two windows: a short `settle` after the file was closed after writing or moved into the folder
-(the writer said it is done; we only confirm nothing else follows), and a long `stable` for
+Two windows: a short `settle` after the file was closed after writing (the writer said it is
+done; we only confirm nothing else follows; a file renamed into the folder was complete before
+it arrived, so the intake gives it no window at all), and a long `stable` for
 files seen in other ways (creation, modification, a rescan, the polling observer), where a
 slow writer may still hold the file open.
 """
