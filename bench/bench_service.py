@@ -94,10 +94,17 @@ def compute_only(model, files: list[Path], threads: int, batch: int, predict_thr
 
     with ThreadPoolExecutor(threads) as pool, ThreadPoolExecutor(predict_threads) as predict:
         model.predict(np.stack(list(pool.map(one, files[:batch]))), pool=predict)  # warm-up
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         for i in range(0, len(files), batch):
             model.predict(np.stack(list(pool.map(one, files[i:i + batch]))), pool=predict)
+        compute_only.cpu_ms_per_scan = (time.process_time() - cpu) * 1000 / len(files)
     return len(files) / (time.perf_counter() - t)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def plain_loop(model_path: Path, files: list[Path]) -> dict:
@@ -221,6 +228,8 @@ def run(args) -> dict:
         # the ceiling right before and right after the burst: on a shared machine the load drifts
         # within minutes, and the burst's share of its ceiling must not measure the drift
         before = compute_only(model, files, threads, batch, args.predict_threads)
+        ceiling_cpu = compute_only.cpu_ms_per_scan
+        service_cpu = cpu_seconds(svc.proc.pid)
         drops = [(f"burst-{i:05d}{p.suffix.lower()}", p) for i, p in enumerate(files)]
         completed = drop(svc, staging, drops)
         names = [n for n, _ in drops]
@@ -229,7 +238,13 @@ def run(args) -> dict:
         span = max(svc.done[n] for n in names) - min(completed.values())
         result["burst"] = {**percentiles(lat), "scans_per_s": round(len(names) / span, 1),
                            "failed": len([n for n in names if n in svc.failed])}
+        service_cpu = (cpu_seconds(svc.proc.pid) - service_cpu) * 1000 / len(names)
         after = compute_only(model, files, threads, batch, args.predict_threads)
+        # CPU time per scan does not drift with the machine's load as rates do: on a shared machine
+        # it tells what the service adds to decoding and prediction
+        ceiling_cpu = (ceiling_cpu + compute_only.cpu_ms_per_scan) / 2
+        result["cpu_ms_per_scan"] = {"ceiling": round(ceiling_cpu, 2), "service_burst": round(service_cpu, 2),
+                                     "ceiling_share": round(ceiling_cpu / service_cpu, 3)}
         result["decode_and_predict_scans_per_s"] = round((before + after) / 2, 1)
         result["ceiling_before_after"] = [round(before, 1), round(after, 1)]
         result["burst_share_of_ceiling"] = round(result["burst"]["scans_per_s"]
@@ -251,12 +266,15 @@ def print_spread(runs: list[dict]) -> None:
     rows = [("decode + batched predict, no service (ceiling), scans/s", [x["decode_and_predict_scans_per_s"] for x in runs]),
             (f"service burst N={r['burst']['n']}, scans/s", [x["burst"]["scans_per_s"] for x in runs]),
             ("burst / ceiling", [x["burst_share_of_ceiling"] for x in runs]),
+            ("CPU per scan, ceiling, ms", [x["cpu_ms_per_scan"]["ceiling"] for x in runs]),
+            ("CPU per scan, service burst, ms", [x["cpu_ms_per_scan"]["service_burst"] for x in runs]),
+            ("CPU per scan, ceiling / service", [x["cpu_ms_per_scan"]["ceiling_share"] for x in runs]),
             ("service idle p50, ms", [x["idle"]["p50_ms"] for x in runs]),
             ("service idle p95, ms", [x["idle"]["p95_ms"] for x in runs])]
     for k in r.get("idle_stages_ms", {}):
         rows.append((f"  idle {k}, ms (median)", [x["idle_stages_ms"][k] for x in runs]))
     for name, values in rows:
-        print(f"{name}: {spread(values, '{:.3g}' if 'ceiling' in name and '/' in name else '{:.1f}')}")
+        print(f"{name}: {spread(values, '{:.3g}' if '/' in name else '{:.1f}')}")
     print(f"failed: {sum(x['burst']['failed'] for x in runs)}; exit codes {[x['service_exit_code'] for x in runs]}")
 
 
@@ -297,7 +315,8 @@ def main() -> None:
     print(f"service idle N=1 (x{i['n']}):  p50 {i['p50_ms']} ms, p95 {i['p95_ms']} ms, max {i['max_ms']} ms")
     if "idle_stages_ms" in r:
         print("  where the time goes (medians, ms): " + ", ".join(f"{k} {v}" for k, v in r["idle_stages_ms"].items()))
-    print(f"burst / ceiling: {r['burst_share_of_ceiling']:.0%}")
+    print(f"burst / ceiling: {r['burst_share_of_ceiling']:.0%}; CPU per scan: ceiling {r['cpu_ms_per_scan']['ceiling']} "
+          f"ms, service {r['cpu_ms_per_scan']['service_burst']} ms ({r['cpu_ms_per_scan']['ceiling_share']:.0%})")
     print(f"service exit code after SIGTERM: {r['service_exit_code']}")
 
 

@@ -24,5 +24,6 @@ def test_benchmark_reports_every_figure(tmp_path):
     # where an idle scan's time goes, stage by stage, and the burst's share of its in-process ceiling
     assert set(out["idle_stages_ms"]) == {"found_complete", "queued", "decode", "classify", "to_commit", "commit"}
     assert out["idle_stages_ms"]["commit"] > 0 and out["burst_share_of_ceiling"] > 0
+    assert out["cpu_ms_per_scan"]["service_burst"] > 0 and out["cpu_ms_per_scan"]["ceiling_share"] > 0
     # the in-process figures ran with the service's BLAS thread cap (the default: one thread)
     assert out["blas_threads"] == 1 and "threads=1" in out["blas"]
