@@ -7,13 +7,21 @@ would); a verdict is written when the service logs `scan.classified` (after the 
 the CSV row and the archive move are all durable, so the figures are an upper bound).
 In the same run: the decode-only rate (read, decode and resize the same files with as many
 threads as the service uses), decoding plus batched prediction without the service (the
-ceiling for the burst: the service can only add overhead to it), and a plain loop that loads
+ceiling for the burst: the service can only add overhead to it; measured right before and right
+after the burst, as the load of a shared machine drifts), and a plain loop that loads
 the model and classifies the same files one by one. The in-process figures use as many BLAS
 and prediction threads as the service (`watch.blas_threads` and `watch.predict_threads`, or
 --blas-threads and --predict-threads for both), so they compare like with like; the BLAS kernel
 and thread count are printed.
 
-    python bench/bench_service.py [--model PATH] [--data DIR] [--burst 2000] [--idle 10]
+For single scans it also shows where the time goes (medians): found complete (the event and
+the settle window: complete -> handed on), queued, decoding, the rest of classify (waiting for
+the batch, predicting), waiting for the commit stage, and committing (files, ledger, CSV, move,
+with their fsyncs), from the `stages_ms` each `scan.classified` log line carries.
+With --runs N the whole measurement runs N times (ceiling and service alternate within each run)
+and each figure, and the burst's share of its ceiling, is printed as min-median-max.
+
+    python bench/bench_service.py [--model PATH] [--data DIR] [--burst 2000] [--idle 10] [--runs 1]
                                   [--blas-threads N] [--predict-threads N] [--json]
 
 --model defaults to the current model in models/; --data to ../shared/datasets/brain-tumor.
@@ -86,10 +94,17 @@ def compute_only(model, files: list[Path], threads: int, batch: int, predict_thr
 
     with ThreadPoolExecutor(threads) as pool, ThreadPoolExecutor(predict_threads) as predict:
         model.predict(np.stack(list(pool.map(one, files[:batch]))), pool=predict)  # warm-up
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         for i in range(0, len(files), batch):
             model.predict(np.stack(list(pool.map(one, files[i:i + batch]))), pool=predict)
+        compute_only.cpu_ms_per_scan = (time.process_time() - cpu) * 1000 / len(files)
     return len(files) / (time.perf_counter() - t)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def plain_loop(model_path: Path, files: list[Path]) -> dict:
@@ -120,6 +135,7 @@ class Service:
         self.url = ""  # with http.enabled: where its HTTP server listens
         self.done: dict[str, float] = {}
         self.failed: dict[str, str] = {}
+        self.stages: dict[str, dict] = {}  # file -> stages_ms and latency_ms (from handed on) of its verdict
         self.ready = threading.Event()
         self.lock = threading.Lock()
         threading.Thread(target=self._read, daemon=True).start()
@@ -142,6 +158,8 @@ class Service:
                 at = datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp()
                 with self.lock:
                     self.done[e["file"]] = at
+                    if "stages_ms" in e:
+                        self.stages[e["file"]] = {**e["stages_ms"], "latency_ms": e.get("latency_ms", 0.0)}
                     if event == "scan.failed":
                         self.failed[e["file"]] = e["reason"]
 
@@ -182,7 +200,6 @@ def run(args) -> dict:
 
     result["decode_only_scans_per_s"] = round(decode_only(files, model.preprocess.size, threads), 1)
     result["decode_only_1_thread_scans_per_s"] = round(decode_only(files, model.preprocess.size, 1), 1)
-    result["decode_and_predict_scans_per_s"] = round(compute_only(model, files, threads, batch, args.predict_threads), 1)
     result["plain_loop"] = plain_loop(model_path, files)
 
     work = Path(tempfile.mkdtemp(prefix="tumord-bench-"))
@@ -190,27 +207,75 @@ def run(args) -> dict:
         staging = work / "staging"
         staging.mkdir()
         svc = Service(work, model_path, args.blas_threads, args.predict_threads)
-        idle = []
+        idle, stages = [], []
         for i in range(args.idle):
             name = f"idle-{i:03d}{files[i].suffix.lower()}"
             completed = drop(svc, staging, [(name, files[i])])
             svc.wait([name], 30)
-            idle.append((svc.done[name] - completed[name]) * 1000)
+            total = (svc.done[name] - completed[name]) * 1000
+            idle.append(total)
+            if name in svc.stages:
+                st = dict(svc.stages[name])
+                st["found_complete"] = max(total - st.pop("latency_ms"), 0.0)
+                stages.append(st)
             time.sleep(0.3)  # let the service go idle again
         result["idle"] = percentiles(idle)
+        if stages:
+            result["idle_stages_ms"] = {k: round(float(np.median([st[k] for st in stages])), 1)
+                                        for k in ("found_complete", "queued", "decode", "classify", "to_commit",
+                                                  "commit")}
 
-        batch = [(f"burst-{i:05d}{p.suffix.lower()}", p) for i, p in enumerate(files)]
-        completed = drop(svc, staging, batch)
-        names = [n for n, _ in batch]
+        # the ceiling right before and right after the burst: on a shared machine the load drifts
+        # within minutes, and the burst's share of its ceiling must not measure the drift
+        before = compute_only(model, files, threads, batch, args.predict_threads)
+        ceiling_cpu = compute_only.cpu_ms_per_scan
+        service_cpu = cpu_seconds(svc.proc.pid)
+        drops = [(f"burst-{i:05d}{p.suffix.lower()}", p) for i, p in enumerate(files)]
+        completed = drop(svc, staging, drops)
+        names = [n for n, _ in drops]
         svc.wait(names, 600)
         lat = [(svc.done[n] - completed[n]) * 1000 for n in names]
         span = max(svc.done[n] for n in names) - min(completed.values())
         result["burst"] = {**percentiles(lat), "scans_per_s": round(len(names) / span, 1),
                            "failed": len([n for n in names if n in svc.failed])}
+        service_cpu = (cpu_seconds(svc.proc.pid) - service_cpu) * 1000 / len(names)
+        after = compute_only(model, files, threads, batch, args.predict_threads)
+        # CPU time per scan does not drift with the machine's load as rates do: on a shared machine
+        # it tells what the service adds to decoding and prediction
+        ceiling_cpu = (ceiling_cpu + compute_only.cpu_ms_per_scan) / 2
+        result["cpu_ms_per_scan"] = {"ceiling": round(ceiling_cpu, 2), "service_burst": round(service_cpu, 2),
+                                     "ceiling_share": round(ceiling_cpu / service_cpu, 3)}
+        result["decode_and_predict_scans_per_s"] = round((before + after) / 2, 1)
+        result["ceiling_before_after"] = [round(before, 1), round(after, 1)]
+        result["burst_share_of_ceiling"] = round(result["burst"]["scans_per_s"]
+                                                 / result["decode_and_predict_scans_per_s"], 3)
         result["service_exit_code"] = svc.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def print_spread(runs: list[dict]) -> None:
+    """Each figure over the runs as min-median-max (runs in one sitting: the ratios are what compare)."""
+    from common import spread
+
+    r = runs[0]
+    print(f"model {r['model']['version']} ({r['input_size']}x{r['input_size']}), {r['cores']} cores, data {r['data']}; "
+          f"{len(runs)} runs, min-median-max")
+    print(f"BLAS: {r['blas']}")
+    rows = [("decode + batched predict, no service (ceiling), scans/s", [x["decode_and_predict_scans_per_s"] for x in runs]),
+            (f"service burst N={r['burst']['n']}, scans/s", [x["burst"]["scans_per_s"] for x in runs]),
+            ("burst / ceiling", [x["burst_share_of_ceiling"] for x in runs]),
+            ("CPU per scan, ceiling, ms", [x["cpu_ms_per_scan"]["ceiling"] for x in runs]),
+            ("CPU per scan, service burst, ms", [x["cpu_ms_per_scan"]["service_burst"] for x in runs]),
+            ("CPU per scan, ceiling / service", [x["cpu_ms_per_scan"]["ceiling_share"] for x in runs]),
+            ("service idle p50, ms", [x["idle"]["p50_ms"] for x in runs]),
+            ("service idle p95, ms", [x["idle"]["p95_ms"] for x in runs])]
+    for k in r.get("idle_stages_ms", {}):
+        rows.append((f"  idle {k}, ms (median)", [x["idle_stages_ms"][k] for x in runs]))
+    for name, values in rows:
+        print(f"{name}: {spread(values, '{:.3g}' if '/' in name else '{:.1f}')}")
+    print(f"failed: {sum(x['burst']['failed'] for x in runs)}; exit codes {[x['service_exit_code'] for x in runs]}")
 
 
 def main() -> None:
@@ -222,13 +287,18 @@ def main() -> None:
                     help="BLAS threads of the service and of the in-process figures (0: the library's default)")
     ap.add_argument("--predict-threads", type=int, default=DEFAULTS["watch"]["predict_threads"],
                     help="threads predicting a batch's chunks, in the service and in-process")
+    ap.add_argument("--runs", type=int, default=1, help="repeat everything; figures as min-median-max")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = ap.parse_args()
     if not args.data.is_dir():
         sys.exit(f"bench_service: no data at {args.data} (pass --data DIR)")
-    r = run(args)
+    runs = [run(args) for _ in range(args.runs)]
+    r = runs[-1]
     if args.json:
-        print(json.dumps(r))
+        print(json.dumps(r if args.runs == 1 else {"runs": runs}))
+        return
+    if args.runs > 1:
+        print_spread(runs)
         return
     b, i, p = r["burst"], r["idle"], r["plain_loop"]
     print(f"model {r['model']['version']} ({r['input_size']}x{r['input_size']}), {r['cores']} cores, data {r['data']}")
@@ -237,11 +307,16 @@ def main() -> None:
     print(f"decode only ({r['decode_threads']} threads): {r['decode_only_scans_per_s']} scans/s "
           f"(1 thread: {r['decode_only_1_thread_scans_per_s']})")
     print(f"decode + batched predict, no service: {r['decode_and_predict_scans_per_s']} scans/s "
-          f"(batch {r['batch_size']}; the ceiling for the burst)")
+          f"(batch {r['batch_size']}; the ceiling for the burst, mean of right before and right after it: "
+          f"{r['ceiling_before_after']})")
     print(f"plain loop, one by one:    {p['scans_per_s']} scans/s (model load {p['load_s']} s)")
     print(f"service burst N={b['n']}:    {b['scans_per_s']} scans/s; complete -> verdict p50 {b['p50_ms']} ms, "
           f"p95 {b['p95_ms']} ms, max {b['max_ms']} ms; failed {b['failed']}")
     print(f"service idle N=1 (x{i['n']}):  p50 {i['p50_ms']} ms, p95 {i['p95_ms']} ms, max {i['max_ms']} ms")
+    if "idle_stages_ms" in r:
+        print("  where the time goes (medians, ms): " + ", ".join(f"{k} {v}" for k, v in r["idle_stages_ms"].items()))
+    print(f"burst / ceiling: {r['burst_share_of_ceiling']:.0%}; CPU per scan: ceiling {r['cpu_ms_per_scan']['ceiling']} "
+          f"ms, service {r['cpu_ms_per_scan']['service_burst']} ms ({r['cpu_ms_per_scan']['ceiling_share']:.0%})")
     print(f"service exit code after SIGTERM: {r['service_exit_code']}")
 
 

@@ -21,5 +21,22 @@ def test_benchmark_reports_every_figure(tmp_path):
     assert out["idle"]["n"] == 2 and out["idle"]["max_ms"] > 0
     assert out["decode_only_scans_per_s"] > 0 and out["plain_loop"]["scans_per_s"] > 0
     assert out["service_exit_code"] == 0
+    # where an idle scan's time goes, stage by stage, and the burst's share of its in-process ceiling
+    assert set(out["idle_stages_ms"]) == {"found_complete", "queued", "decode", "classify", "to_commit", "commit"}
+    assert out["idle_stages_ms"]["commit"] > 0 and out["burst_share_of_ceiling"] > 0
+    assert out["cpu_ms_per_scan"]["service_burst"] > 0 and out["cpu_ms_per_scan"]["ceiling_share"] > 0
     # the in-process figures ran with the service's BLAS thread cap (the default: one thread)
     assert out["blas_threads"] == 1 and "threads=1" in out["blas"]
+
+
+def test_commit_benchmark_commits_every_scan_both_ways(tmp_path):
+    """bench/bench_commit.py commits generated scans one batch at a time and grouped, and reports both."""
+    tiny_model(tmp_path / "model.npz", size=32)
+    write_dataset(tmp_path / "data", per_class=10, size=64)
+    cmd = [sys.executable, str(REPO / "bench" / "bench_commit.py"), "--model", str(tmp_path / "model.npz"),
+           "--data", str(tmp_path / "data"), "--scans", "130", "--group", "2", "--runs", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert "1 batch of 64 per group" in lines[0] and "2 batches of 64 per group" in lines[1]
+    assert lines[2].startswith("grouped / one at a time:")

@@ -70,6 +70,23 @@ class TestMetadataChangedAfterJudging:
         assert w.stop() == 0
         assert_one_verdict_each(w, digests)
 
+    def test_mtimes_set_alone_before_judging_do_not_hold_scans_back(self, service, rng):
+        """`touch -m` sets the mtime alone, which Linux reports as a modification with no close after
+        it. Scans touched so while they wait (a long settle_seconds holds them there, whatever the
+        load) are judged once each. They were held as open for writing for an hour: the burst test
+        above stalled when the touch reached scans still waiting."""
+        w = service(watch={"settle_seconds": 2.0}).start()
+        w.wait_for("service.ready")
+        digests = staged(w, rng, 30)
+        names = sorted(digests)
+        subprocess.run(["cp", *[str(w.root / "staging" / n) for n in names], str(w.input)], check=True)
+        subprocess.run(["touch", "-c", "-m", "-d", "1 hour ago", *[str(w.input / n) for n in names]], check=True)
+        w.wait_until(lambda: os.listdir(w.input) == [] and len(verdicts(w.output)) >= 30, timeout=30,
+                     what=lambda: f"all scans judged (left in input: {len(os.listdir(w.input))})")
+        assert w.stop() == 0
+        assert_one_verdict_each(w, digests)
+        assert w.events("file.waiting") == []
+
     def test_bytes_changed_after_judging_are_judged_again_and_both_verdicts_say_so(self, service, rng):
         """Item 2: new bytes written into the same file (same inode) after it was judged: it is not
         archived under the first verdict, which says why; the new bytes get a second verdict that

@@ -122,6 +122,23 @@ class TestCommit:
         assert stage.restart() == {"finished": 4, "abandoned": 0}
         assert_exactly_once(stage, names)
 
+    def test_batches_waiting_are_committed_as_one_group_and_recovered_as_one(self, stage, rng):
+        """Group commit: two judged batches take each step together (one `written` set, each scan with
+        its batch's model); killed with the CSV half appended, the restart finishes both, exactly once.
+        Then commit(b3, b4) goes through every step for both."""
+        names = [f"g{i}.png" for i in range(4)]
+        for n in names:
+            stage.drop(n, png(rng))
+        b1, b2 = stage.batch("g0.png"), stage.batch("g1.png")
+        updates = stage.commit.record(b1.scans + b2.scans, [b1.model, b2.model])
+        assert [r["state"] for r in ledger_rows(stage.folders.output)] == ["written", "written"]
+        lines = "".join(u.csv_line for u in updates)
+        with open(stage.csv.path, "ab") as f:
+            f.write(lines.encode()[: len(lines) // 3])
+        assert stage.restart() == {"finished": 2, "abandoned": 0}
+        stage.commit.commit(stage.batch("g2.png"), stage.batch("g3.png"))
+        assert_exactly_once(stage, names)
+
     def test_crash_after_moves_before_done(self, stage, rng):
         """Killed after the CSV append and the moves but before the ledger said done: nothing doubles."""
         names = ["x.png", "y.png"]

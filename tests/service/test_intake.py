@@ -3,6 +3,8 @@ import contextlib
 import logging
 import os
 import queue
+import shutil
+import subprocess
 import threading
 import time
 
@@ -88,6 +90,51 @@ class TestIntake:
                     assert ready.empty(), "handed on while still being written"
             item = ready.get(timeout=3)
             assert os.path.getsize(item.path) == 60 and collect(ready, 0.5) == []
+
+    def test_a_moved_in_file_is_handed_on_at_once_a_closed_one_after_settle(self, tmp_path):
+        """A rename into the folder is a complete file: no settle window (idle latency). A file closed
+        after writing in place still waits `settle`, in case its writer reopens it."""
+        root, outside = tmp_path / "in", tmp_path / "staging"
+        root.mkdir()
+        outside.mkdir()
+        with running(root, settle=2.0) as (_, ready, _):
+            time.sleep(0.2)
+            (outside / "moved.png").write_bytes(b"m" * 50)
+            os.replace(outside / "moved.png", root / "moved.png")
+            (root / "written.png").write_bytes(b"w" * 50)
+            assert collect(ready, 1.0) == ["moved.png"]
+            assert collect(ready, 2.0) == ["written.png"]
+
+    def test_mtime_set_alone_after_closing_does_not_hold_the_file_back(self, tmp_path):
+        """Linux reports `touch -m` (the mtime alone, as sync tools set it) as a modification with no
+        close to follow; a closed file touched so while it waits must still be handed on, once. It
+        was held as open for writing for retry_seconds (an hour): the burst test's stall."""
+        if shutil.which("touch") is None:
+            pytest.skip("touch not found (coreutils)")
+        root = tmp_path / "in"
+        root.mkdir()
+        with running(root, settle=3.0, stable=0.4) as (_, ready, _):  # closed files wait 3 s: touched while waiting
+            time.sleep(0.2)
+            (root / "a.png").write_bytes(b"x" * 50)  # created, written, closed
+            subprocess.run(["touch", "-c", "-m", "-d", "1 hour ago", str(root / "a.png")], check=True)
+            assert collect(ready, 2.5) == ["a.png"]  # after the stable window that the change restarts
+
+    def test_a_file_created_and_not_yet_closed_is_held_however_its_writes_look(self, tmp_path):
+        """The other side: a new file still open is held even when its modify events come after its
+        size stopped changing (the intake read the size after the write), until it is closed."""
+        if shutil.which("touch") is None:
+            pytest.skip("touch not found (coreutils)")
+        root = tmp_path / "in"
+        root.mkdir()
+        with running(root, stable=0.3) as (_, ready, _):
+            time.sleep(0.2)
+            with open(root / "open.png", "wb") as f:
+                f.write(b"x" * 50)
+                f.flush()
+                time.sleep(0.1)
+                subprocess.run(["touch", "-c", "-m", str(root / "open.png")], check=True)  # a modify, same size
+                assert collect(ready, 1.2) == [], "handed on while still open for writing"
+            assert collect(ready, 1.0) == ["open.png"]
 
     def test_backlog_and_lost_events(self, tmp_path):
         """Files already there at start arrive; so do files whose events were lost (found by the rescan)."""

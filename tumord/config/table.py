@@ -180,7 +180,8 @@ TABLE: dict[str, Any] = {
         "observer": Key("native", "native (inotify) or polling (network file systems, where inotify sees nothing)",
                         choices=("native", "polling")),
         "poll_seconds": Key(1.0, "polling observer: seconds between scans of the folder", **POSITIVE),
-        "settle_seconds": Key(0.1, "quiet time after a file is closed after writing or moved in, before it is read",
+        "settle_seconds": Key(0.1, "quiet time after a file is closed after writing, before it is read (a file\n"
+                                             "renamed into the folder is complete: read at once)",
                               **POSITIVE),
         "stable_seconds": Key(2.0, "quiet time for files seen otherwise (created, rescanned, polled): slow writers",
                               **POSITIVE),

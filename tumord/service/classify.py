@@ -125,10 +125,11 @@ def prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
     return scan
 
 
-def timed_prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
+def timed_prepare(ready: Ready, root: str, model: Classifier, limits: Limits, taken_at: float = 0.0) -> Scan:
     started = time.perf_counter()
     scan = prepare(ready, root, model, limits)
     scan.decode_seconds = time.perf_counter() - started
+    scan.taken_at = taken_at
     return scan
 
 
@@ -194,7 +195,8 @@ class Classify(Worker):
 
     def start_batch(self, items: list[Ready]):
         model = self.slot.model  # one model per batch: swaps land between batches
-        return model, [self.pool.submit(timed_prepare, r, self.root, model, self.limits) for r in items]
+        now = time.monotonic()
+        return model, [self.pool.submit(timed_prepare, r, self.root, model, self.limits, now) for r in items]
 
     def classify(self, items: list[Ready]) -> Batch:
         return self.finish_batch(*self.start_batch(items))
@@ -239,9 +241,10 @@ class Classify(Worker):
                 s.probabilities, s.judgement, s.classified_at = j.probabilities, j, now
                 if self.explain:
                     s.explanation = explanation_png(batch.model, s.image[driver] if s.dicom else s.image)
+        done = time.monotonic()
         for s in batch.scans:
             s.image = None  # the commit stage needs only the probabilities
-        done = time.monotonic()
+            s.judged_at = done
         self.events.batch_classified(len(batch.scans), [s.decode_seconds for s in batch.scans], predict_seconds,
                                      [done - s.ready.ready_at for s in todo])
         return batch

@@ -1,22 +1,26 @@
 """The commit stage: verdicts made durable, recorded once, and inputs moved out, in that order.
 
-For each batch (one thread, one batch at a time):
+For each group (one thread, one group at a time). A group is every judged batch waiting when the
+stage gets to it (group commit: when the disk is the bottleneck, batches queue up and share one
+set of syncs; an idle service commits a lone scan at once):
 
   1. ledger: reserve a unique name per new scan                       -> state received
-  2. write <name>.json (verdict) or failed/<name>.error.json: temp file, fsync, rename, fsync folder
+  2. write <name>.json (verdict) or failed/<name>.error.json: temp file, fsync (all files in
+     parallel), rename, then one fsync per folder
   3. ledger: the CSV lines, their byte offsets and the CSV's inode     -> state written
-  4. verdicts.csv: cut back to the batch's first offset, append, fsync
-  5. move each input to archive/ or failed/ (or delete it), fsync both folders
+  4. verdicts.csv: cut back to the group's first offset, append, fsync
+  5. move each input to archive/ or failed/ (or delete it), fsync the folders (in parallel)
   6. ledger                                                            -> state done
 
-Steps 4 to 6 are `finish()`, which start-up runs too. After kill -9 at any point:
+Each ledger step is one transaction for the whole group. Steps 4 to 6 are `finish()`, which
+start-up runs too. After kill -9 at any point:
 
   - before 1: no row; the file is still in input/, found by the backlog scan, classified anew.
   - between 1 and 3: the row is `received`, the file is still in input/ (it is moved only in
     step 5); it is found again, `Ledger.find` returns the row, and the verdict is written again
     under the same name (rename replaces a whole file, so there is still exactly one). If the
     file vanished or changed meanwhile, start-up deletes that verdict and the row.
-  - between 3 and 6: the rows are `written`; `finish()` truncates verdicts.csv to the batch's
+  - between 3 and 6: the rows are `written`; `finish()` truncates verdicts.csv to the group's
     first offset (dropping a partial or complete earlier attempt), appends the stored lines,
     moves inputs that are still there (a file already moved is not found, so moving twice is
     harmless), and marks the rows done. If verdicts.csv was rotated (renamed or deleted) since
@@ -27,8 +31,8 @@ A scan whose row is `done` but whose file is still in input/ (its move failed, e
 permission) is only moved again, never judged twice.
 
 A step that fails (a full disk, a read-only file system) is retried with back-off while the
-batch stays in hand: nothing leaves input/ before its verdict is durable, STATUS says why, and
-work resumes by itself. On SIGTERM a retry is abandoned; the next start completes the batch.
+group stays in hand: nothing leaves input/ before its verdict is durable, STATUS says why, and
+work resumes by itself. On SIGTERM a retry is abandoned; the next start completes the group.
 """
 from __future__ import annotations
 
@@ -58,6 +62,7 @@ from tumord.service.verdicts import (
 from tumord.service.worker import Worker, problem
 
 MAX_RETRY_SECONDS = 5.0  # longest pause between attempts at a failing step
+GROUP_SCANS = 512  # most scans committed together (waiting batches are taken until this many)
 
 
 class Abandoned(Exception):
@@ -73,7 +78,7 @@ class Commit(Worker):
         self.abstentions = abstentions  # AbstentionTracker: logs each abstention, the drift alarm
         self.inflight, self.counters, self.log, self.upstream, self.events = inflight, counters, log, upstream, events
         self.series = series  # SeriesTracker: told of each DICOM verdict once it is durable
-        self.io = ThreadPoolExecutor(16, thread_name_prefix="fsync")  # parallel fsyncs share journal commits
+        self.io = ThreadPoolExecutor(64, thread_name_prefix="fsync")  # parallel fsyncs share journal commits
         self.recovered: dict | None = None
         # set once start-up recovery is over: batches judged before it could hold rows it changes
         self.started = threading.Event()
@@ -95,11 +100,17 @@ class Commit(Worker):
                     if self.stopping.is_set() and not (self.upstream and self.upstream.is_alive()):
                         return
                     continue
+                group = [batch]
+                while sum(len(b.scans) for b in group) < GROUP_SCANS:  # judged meanwhile: committed together
+                    try:
+                        group.append(self.batches.get_nowait())
+                    except queue.Empty:
+                        break
                 if abandoned:  # stopping with the disk still refusing: these scans wait in input/
-                    self._release(batch.scans)
+                    self._release([s for b in group for s in b.scans])
                     continue
                 try:
-                    self.commit(batch)
+                    self.commit(*group)
                 except Abandoned:
                     abandoned = True
         finally:
@@ -130,24 +141,29 @@ class Commit(Worker):
         for s in scans:
             self.inflight.discard(s.path)
 
-    # --- one batch -------------------------------------------------------------------------
-    def commit(self, batch: Batch) -> None:
-        repeats = [s for s in batch.scans if s.already_done]
-        scans = [s for s in batch.scans if not s.already_done]
+    # --- one group --------------------------------------------------------------------------
+    def commit(self, *batches: Batch) -> None:
+        """Commits one or more judged batches as one group (each scan with the model of its batch)."""
+        started = time.monotonic()
+        repeats = [s for b in batches for s in b.scans if s.already_done]
+        todo = [(s, b.model) for b in batches for s in b.scans if not s.already_done]
+        scans, models = [s for s, _ in todo], [m for _, m in todo]
         if repeats:
             self._move_again(repeats)
         if not scans:
             return
         try:
-            verdicts = self.retrying("record", lambda: self.record(scans, batch.model))
+            verdicts = self.retrying("record", lambda: self.record(scans, models))
             _, stayed = self.retrying("finish", self.finish)
         except Abandoned:
             self._release(scans)
             raise
         for scan, v in zip(scans, verdicts):
             self.inflight.discard(scan.path)
-            seconds = time.monotonic() - scan.ready.ready_at
+            now = time.monotonic()
+            seconds = now - scan.ready.ready_at
             self._log_outcome(v, scan.shown, latency_ms=round(seconds * 1000, 1),
+                              stages_ms=scan.stages_ms(started, now),
                               **({"replaces": scan.replaces + ".json"} if scan.replaces else {}))
             if self.abstentions is not None and scan.judgement is not None and v.outcome == "classified":
                 self.abstentions.observe(scan.shown, scan.judgement)
@@ -169,10 +185,12 @@ class Commit(Worker):
                              note="not archived; its new content is judged again and that verdict names this one")
 
     def record(self, scans: list[Scan], model) -> list[Verdict]:
-        """Steps 1 to 3: names reserved, verdict and error files durable, rows `written`."""
+        """Steps 1 to 3: names reserved, verdict and error files durable, rows `written`. `model`: the
+        model of every scan, or a list with each scan's."""
+        models = model if isinstance(model, list) else [model] * len(scans)
         rows = self._reserve(scans)
         verdicts, files, dicom = [], [], []
-        for scan, row in zip(scans, rows):
+        for scan, row, model in zip(scans, rows, models):
             verdict, record, target = self._outcome(scan, row, model)
             verdicts.append(verdict)
             scan.record = record
@@ -197,16 +215,20 @@ class Commit(Worker):
         """Rows for new scans (step 1); scans seen before keep their row and name. A retry after a
         failure finds the rows of its first attempt in `previous`."""
         new, taken = [], set()
-        for s in scans:
-            if s.previous is None:
-                s.replaces = self.ledger.stayed(s.fingerprint.path)
-                base = base_name(s.shown, s.fingerprint.sha256, s.ready.received_at)
-                name, n = base, 1
-                while name in taken or self.ledger.name_taken(name) or self._files_exist(name, s.shown):
-                    n += 1
-                    name = f"{base}-{n}"
-                taken.add(name)
-                new.append((s, name))
+        fresh = [s for s in scans if s.previous is None]
+        stayed = self.ledger.stayed_many([s.fingerprint.path for s in fresh])  # one query each for the group
+        bases = {s: base_name(s.shown, s.fingerprint.sha256, s.ready.received_at) for s in fresh}
+        in_ledger = self.ledger.names_taken(list(bases.values()))
+        for s in fresh:
+            s.replaces = stayed.get(s.fingerprint.path)
+            base = name = bases[s]
+            n = 1
+            while (name in taken or (name in in_ledger if n == 1 else self.ledger.name_taken(name))
+                   or self._files_exist(name, s.shown)):
+                n += 1
+                name = f"{base}-{n}"
+            taken.add(name)
+            new.append((s, name))
         for (s, _), row in zip(new, self.ledger.receive([(n, s.fingerprint, s.ready.received_at) for s, n in new])):
             s.previous = row
         return [s.previous for s in scans]
@@ -244,8 +266,7 @@ class Commit(Worker):
             self.csv.append("".join(r.csv_line for r in lines), at=min(r.csv_at for r in lines),
                             ino=st.st_ino if lines[0].csv_ino is not None else None)
         results = list(self.io.map(self._move, rows))
-        for folder in {p for folders, _ in results for p in folders}:
-            fsync_dir(folder)
+        list(self.io.map(fsync_dir, {p for folders, _ in results for p in folders}))
         stayed = [r for r, (_, kept) in zip(rows, results) if kept]
         for r in stayed:
             f = self.folders
@@ -293,9 +314,8 @@ class Commit(Worker):
             self.log.info("scan.skipped", file=s.shown,
                           reason=f"already has a verdict ({s.previous.name}); moving it out")
             self.counters.add(skipped=1)
-        for folders, _ in self.io.map(self._move, [s.previous for s in scans]):
-            for folder in folders:
-                fsync_dir(folder)
+        results = list(self.io.map(self._move, [s.previous for s in scans]))
+        list(self.io.map(fsync_dir, {p for folders, _ in results for p in folders}))
         self._release(scans)
 
     # --- start-up -----------------------------------------------------------------------------

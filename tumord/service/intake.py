@@ -34,7 +34,7 @@ from watchdog.events import (
 
 from tumord.data.images import IMAGE_SUFFIXES
 from tumord.service.records import Inflight, Ready, printable, utc_now
-from tumord.service.stability import Stability
+from tumord.service.stability import Stability, signature
 from tumord.service.worker import Worker
 
 # names that writers and upload clients use while a file is incomplete (then renamed), or for
@@ -70,7 +70,7 @@ class Handler(FileSystemEventHandler):
             if event.src_path:
                 self.events.put(("gone", src))
             if event.dest_path:
-                self.events.put(("closed", os.fsdecode(event.dest_path)))  # a rename is a finished write
+                self.events.put(("moved", os.fsdecode(event.dest_path)))  # a rename is a finished write
         elif isinstance(event, FileDeletedEvent):
             self.events.put(("gone", src))
         elif isinstance(event, FileClosedEvent):
@@ -80,7 +80,7 @@ class Handler(FileSystemEventHandler):
         elif isinstance(event, FileAttribEvent):
             self.events.put(("attrib", src))
         elif isinstance(event, (FileCreatedEvent, DirCreatedEvent)):
-            self.events.put(("changed", src))
+            self.events.put(("created", src))
 
 
 class _OverflowWatch(logging.Handler):
@@ -118,6 +118,8 @@ class Intake(Worker):
         self.is_temporary = temporary_matcher(temporary_names if temporary_names is not None else TEMPORARY_NAMES)
         self._ignored: set[str] = set()  # logged once each, until they leave the folder
         self._writing: dict[str, float] = {}  # open for writing: path -> time.monotonic() of its last write
+        self._created: set[str] = set()  # created (seen) and not yet closed: its creator may still write
+        self._held: set[str] = set()  # held back as open for writing, logged once each
         self._retries: dict[str, _Retry] = {}
         self._rescan_requested = False
         self._overflow = _OverflowWatch(self.request_rescan, log)
@@ -226,6 +228,8 @@ class Intake(Worker):
             self.stability.forget(path)
             self._ignored.discard(path)
             self._writing.pop(path, None)
+            self._created.discard(path)
+            self._held.discard(path)
             self._retries.pop(path, None)
         elif kind == "later":
             self._later(path)
@@ -233,11 +237,29 @@ class Intake(Worker):
             if path in self._retries and path not in self._writing:
                 self.stability.note(path, closed=True)
         elif self._wanted(path):
-            if kind == "written" and self.writers:
+            if kind == "created" and self.writers:
+                self._created.add(path)
+            elif kind == "written" and self.writers and self._writer_at_work(path):
                 self._writing[path] = time.monotonic()
-            elif kind == "closed":
+            elif kind in ("closed", "moved"):
                 self._writing.pop(path, None)
-            self.stability.note(path, closed=kind == "closed")
+                self._created.discard(path)
+            # a file renamed into the folder was complete before it arrived: it is read at once (its
+            # signature is still compared). A close after writing waits `settle`: a writer may reopen.
+            self.stability.note(path, closed=kind in ("closed", "moved"), delay=0.0 if kind == "moved" else None)
+
+    def _writer_at_work(self, path: str) -> bool:
+        """Whether a modify event means a writer has the file open. Linux reports setting the mtime
+        alone (`touch -m`, a sync tool fixing times) as a modification too, with no close to follow:
+        that must not hold the file back. So a writer is assumed only for a file created and not yet
+        closed, one already held, or one whose size or inode changed since it was last seen."""
+        if path in self._created or path in self._writing:
+            return True
+        before = self.stability.signature_of(path)
+        if before is None:
+            return False  # handed on already: a change now is caught when it is read or moved out
+        now = signature(path)
+        return now is not None and now[:2] != before[:2]  # (inode, size)
 
     def _later(self, path: str) -> None:
         r = self._retries.setdefault(path, _Retry(time.monotonic()))
@@ -306,8 +328,15 @@ class Intake(Worker):
                 continue
             if path in self._writing and now - self._writing[path] < self.retry_seconds:
                 self.stability.note(path, closed=False)  # still open for writing: a paused writer
+                if path not in self._held:
+                    self._held.add(path)
+                    self.log.info("file.waiting", file=printable(os.path.relpath(path, self.root)),
+                                  reason="open for writing; handed on once its writer closes it",
+                                  at_most_s=self.retry_seconds)
                 continue
             self._writing.pop(path, None)
+            self._created.discard(path)
+            self._held.discard(path)
             retry = self._retries.get(path)
             self.inflight.add(path)
             self.ready.put(Ready(path, utc_now(), now, retrying_since=retry.since if retry else None))

@@ -6,8 +6,8 @@ A row moves through three states, each committed before the step that depends on
     written   the verdict (or error) file is durable; the CSV line and its byte offset are stored
     done      the CSV line is appended and the input has left the input folder
 
-Only one commit thread writes, and it finishes a batch before starting the next, so rows in
-`written` are always one batch: restart truncates verdicts.csv to their first offset and
+Only one commit thread writes, and it finishes a group of batches before the next, so rows in
+`written` are always one group: restart truncates verdicts.csv to their first offset and
 appends their stored lines again (see commit.py for the crash points).
 
 A scan is identified by what was judged: its path in the input folder, its inode and the SHA-256
@@ -147,6 +147,28 @@ class Ledger:
         """The name of the latest verdict on `path` if its input stayed because it changed after judging."""
         rows = self._query("SELECT name, stayed FROM scans WHERE path=? ORDER BY id DESC LIMIT 1", (os.fsencode(path),))
         return rows[0][0] if rows and rows[0][1] == 1 else None
+
+    def stayed_many(self, paths: list[str]) -> dict[str, str]:
+        """stayed() for many paths at once: path -> name, for those whose latest verdict stayed."""
+        found = {}
+        for i in range(0, len(paths), 500):  # SQLite's limit on bound parameters
+            chunk = [os.fsencode(p) for p in paths[i:i + 500]]
+            marks = ",".join("?" * len(chunk))
+            for path, name, stayed in self._query(
+                    f"SELECT path, name, stayed FROM scans WHERE id IN (SELECT max(id) FROM scans WHERE path IN "
+                    f"({marks}) GROUP BY path)", chunk):
+                if stayed == 1:
+                    found[os.fsdecode(path)] = name
+        return found
+
+    def names_taken(self, names: list[str]) -> set[str]:
+        """Which of `names` the ledger holds."""
+        taken = set()
+        for i in range(0, len(names), 500):
+            chunk = names[i:i + 500]
+            taken.update(r[0] for r in self._query(
+                f"SELECT name FROM scans WHERE name IN ({','.join('?' * len(chunk))})", chunk))
+        return taken
 
     def in_state(self, state: str) -> list[Row]:
         return [_row(r) for r in self._query(f"SELECT {_COLUMNS} FROM scans WHERE state=? ORDER BY id", (state,))]

@@ -52,6 +52,8 @@ class Scan:
     slice_probabilities: np.ndarray | None = None  # DICOM: one row per frame
     frame_reasons: list[list[str]] | None = None  # DICOM: the input checks' reasons per frame
     decode_seconds: float = 0.0  # reading, checking, decoding and resizing it
+    taken_at: float = 0.0  # time.monotonic() when the classifier took it from the queue
+    judged_at: float = 0.0  # time.monotonic() when its batch was predicted
     record: dict | None = None  # the verdict or error JSON written for it (for service events)
 
     @property
@@ -62,6 +64,16 @@ class Scan:
     def shown(self) -> str:
         """The relative path as verdicts, errors and logs report it."""
         return printable(self.rel)
+
+    def stages_ms(self, commit_started: float, done: float) -> dict[str, float]:
+        """Where its time went from found complete to durable: waiting to be taken, decoding (within
+        classify, which also waits for the batch's other scans and predicts), waiting for the commit
+        stage, and committing (verdict file, ledger, CSV, move, with the fsyncs)."""
+        r = self.ready.ready_at
+        return {k: round(max(v, 0.0) * 1000, 1) for k, v in (
+            ("queued", self.taken_at - r), ("decode", self.decode_seconds),
+            ("classify", self.judged_at - self.taken_at), ("to_commit", commit_started - self.judged_at),
+            ("commit", done - commit_started))}
 
     @property
     def already_done(self) -> bool:

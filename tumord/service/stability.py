@@ -5,8 +5,9 @@ chmod and utime, and no user can set it back, so a copy that restores the origin
 the end (`cp -p`, rsync -t, unzip) still counts as a change. Comparing two signatures taken a
 window apart is independent of the clocks of network file servers.
 
-Two windows: a short `settle` after the file was closed after writing or moved into the folder
-(the writer said it is done; we only confirm nothing else follows), and a long `stable` for
+Two windows: a short `settle` after the file was closed after writing (the writer said it is
+done; we only confirm nothing else follows; a file renamed into the folder was complete before
+it arrived, so the intake gives it no window at all), and a long `stable` for
 files seen in other ways (creation, modification, a rescan, the polling observer), where a
 slow writer may still hold the file open.
 """
@@ -62,6 +63,11 @@ class Stability:
         due = self.clock() + window
         self._candidates[path] = _Candidate(sig, closed, due, self._generation)
         heapq.heappush(self._heap, (due, self._generation, path))
+
+    def signature_of(self, path: str) -> Signature | None:
+        """The signature `path` had when last noted, if it is a candidate."""
+        c = self._candidates.get(path)
+        return c.sig if c is not None else None
 
     def forget(self, path: str) -> None:
         self._candidates.pop(path, None)  # its heap entry is skipped by generation
