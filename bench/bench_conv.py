@@ -6,9 +6,11 @@ numpy's BLAS. Each engine runs in its own process, alternated (numpy, PyTorch, n
 every ratio is printed as min-median-max over the rounds, with the BLAS kernel that ran.
 Install the extra packages with `pip install -r bench/requirements.txt`.
 
-    python bench/bench_conv.py [--batch 32] [--repeats 5] [--rounds 3] [--threads N] [--cpu-time]
+    python bench/bench_conv.py [--batch 32] [--repeats 5] [--rounds 3] [--threads N] [--cpu-time] [--unsplit]
 
-On a shared machine, `--threads 1 --cpu-time` gives the steadiest comparison.
+On a shared machine, `--threads 1 --cpu-time` gives the steadiest comparison. With more than one
+thread the engine splits each convolution's products by images (tumord/nn/parallel.py); --unsplit
+adds, in the same alternation, the engine with that split off (BLAS's own threads, as before).
 """
 from __future__ import annotations
 
@@ -151,7 +153,7 @@ def child(args) -> dict:
     convs = conv_inputs(net, x)
     net.load_state_dict(weights)  # the forward pass moved the batch-norm statistics
     out = {"names": {i: v[0] for i, v in convs.items()}, "blas": blas_report()}
-    if args.child == "numpy":
+    if args.child.startswith("numpy"):
         conv, step = time_numpy(net, convs, x, labels, args.repeats)
         return {**out, "conv": conv, "step": step}
     import torch
@@ -170,7 +172,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, help="BLAS and PyTorch threads (default: numpy's BLAS default)")
     ap.add_argument("--cpu-time", action="store_true",
                     help="time with the process's CPU time: steadier on a busy machine, valid with --threads 1 only")
-    ap.add_argument("--child", choices=["numpy", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--unsplit", action="store_true",
+                    help="also time the numpy engine without its split by images (alternated with the others)")
+    ap.add_argument("--child", choices=["numpy", "numpy-unsplit", "torch"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.cpu_time:
         if args.threads != 1:
@@ -178,41 +182,49 @@ def main() -> None:
         global CLOCK
         CLOCK = time.process_time
     if args.child:
-        if args.cpu_time and args.child == "numpy":
-            try:
-                from tumord.nn import parallel
-            except ImportError:  # an engine from before tumord.nn.parallel (for before/after runs)
-                parallel = None
-            if parallel is not None:
-                parallel.THREADS = 1  # CPU time counts every thread's: one thread, as BLAS
+        try:
+            from tumord.nn import parallel
+        except ImportError:  # an engine from before tumord.nn.parallel (for before/after runs)
+            parallel = None
+        if parallel is not None and args.cpu_time:
+            parallel.THREADS = 1  # CPU time counts every thread's: one thread, as BLAS
+        if parallel is not None and args.child == "numpy-unsplit":
+            parallel.SPLIT = False
         print(json.dumps(child(args)))
         return
     opts = [f"--{k}={v}" for k, v in (("batch", args.batch), ("size", args.size), ("repeats", args.repeats),
                                       ("threads", args.threads)) if v is not None] + ["--cpu-time"] * args.cpu_time
-    runs = {"numpy": [], "torch": []}
+    runs = {"numpy": [], **({"numpy-unsplit": []} if args.unsplit else {}), "torch": []}
     for _ in range(args.rounds):
         for engine in runs:
             runs[engine].append(run_child(__file__, engine, *opts))
-    np_runs, pt_runs = runs["numpy"], runs["torch"]
-    print(f"numpy BLAS: {np_runs[0]['blas']}\n{pt_runs[0]['torch']}")
+    pt_runs = runs["torch"]
+    print(f"numpy BLAS: {runs['numpy'][0]['blas']}\n{pt_runs[0]['torch']}")
     clock = "CPU time" if args.cpu_time else "wall time"
-    print(f"\nper convolution, batch {args.batch}, {args.size}x{args.size} input, best of {args.repeats} per run, "
-          f"{clock}, {args.rounds} alternated runs; ms as median; ratio numpy/pytorch as min-median-max")
-    print(f"{'layer':<24}{'np fwd':>8}{'np bwd':>8}{'pt fwd':>8}{'pt bwd':>8}  ratio")
+    print(f"threads {args.threads or 'default'}, split by images: 'numpy' yes (when threads > 1), 'numpy-unsplit' no")
     med = lambda xs: statistics.median(xs)  # noqa: E731
-    for i, name in np_runs[0]["names"].items():
-        f_np, b_np, f_pt, b_pt = (med([r["conv"][i][k] for r in rs]) for rs, k in
-                                  ((np_runs, 0), (np_runs, 1), (pt_runs, 0), (pt_runs, 1)))
-        ratios = [sum(a["conv"][i]) / sum(b["conv"][i]) for a, b in zip(np_runs, pt_runs)]
-        print(f"{name:<24}{f_np:8.1f}{b_np:8.1f}{f_pt:8.1f}{b_pt:8.1f}  {spread(ratios)}")
-    total = [(sum(map(sum, a["conv"].values())), sum(map(sum, b["conv"].values()))) for a, b in zip(np_runs, pt_runs)]
-    print(f"{'all convolutions':<24}{spread([a for a, _ in total], '{:.0f}'):>16}{spread([b for _, b in total], '{:.0f}'):>16}"
-          f"  {spread([a / b for a, b in total])}")
-    print(f"\ntraining step (forward + loss + backward + AdamW), batch {args.batch}, ms min-median-max")
-    steps = [(a["step"], b["step"]) for a, b in zip(np_runs, pt_runs)]
-    print(f"numpy {spread([a for a, _ in steps], '{:.0f}')}   pytorch {spread([b for _, b in steps], '{:.0f}')}   "
-          f"ratio {spread([a / b for a, b in steps])}")
-
+    for engine in [e for e in runs if e != "torch"]:
+        np_runs = runs[engine]
+        print(f"\n{engine}: per convolution, batch {args.batch}, {args.size}x{args.size} input, best of {args.repeats} "
+              f"per run, {clock}, {args.rounds} alternated runs; ms as median; ratio numpy/pytorch as min-median-max")
+        print(f"{'layer':<24}{'np fwd':>8}{'np bwd':>8}{'pt fwd':>8}{'pt bwd':>8}  ratio")
+        for i, name in np_runs[0]["names"].items():
+            f_np, b_np, f_pt, b_pt = (med([r["conv"][i][k] for r in rs]) for rs, k in
+                                      ((np_runs, 0), (np_runs, 1), (pt_runs, 0), (pt_runs, 1)))
+            ratios = [sum(a["conv"][i]) / sum(b["conv"][i]) for a, b in zip(np_runs, pt_runs)]
+            print(f"{name:<24}{f_np:8.1f}{b_np:8.1f}{f_pt:8.1f}{b_pt:8.1f}  {spread(ratios)}")
+        total = [(sum(map(sum, a["conv"].values())), sum(map(sum, b["conv"].values()))) for a, b in zip(np_runs, pt_runs)]
+        print(f"{'all convolutions':<24}{spread([a for a, _ in total], '{:.0f}'):>16}"
+              f"{spread([b for _, b in total], '{:.0f}'):>16}  {spread([a / b for a, b in total])}")
+        print(f"training step (forward + loss + backward + AdamW), batch {args.batch}, ms min-median-max")
+        steps = [(a["step"], b["step"]) for a, b in zip(np_runs, pt_runs)]
+        print(f"{engine} {spread([a for a, _ in steps], '{:.0f}')}   pytorch {spread([b for _, b in steps], '{:.0f}')}   "
+              f"ratio {spread([a / b for a, b in steps])}")
+    if args.unsplit:  # the split's own effect, round by round
+        pairs = list(zip(runs["numpy"], runs["numpy-unsplit"]))
+        convs = [sum(map(sum, a["conv"].values())) / sum(map(sum, b["conv"].values())) for a, b in pairs]
+        print(f"\nnumpy / numpy-unsplit: all convolutions {spread(convs)}, "
+              f"training step {spread([a['step'] / b['step'] for a, b in pairs])} (below 1: the split is faster)")
 
 if __name__ == "__main__":
     main()

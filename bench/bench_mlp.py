@@ -4,8 +4,10 @@ Reports training seconds per epoch (2,689 images, the binary set's training spli
 SGD with momentum), prediction images per second at batch 1 and 64, and peak memory, each engine
 in its own process, alternated over --rounds (numpy, PyTorch, numpy, ...); every figure and ratio
 is printed as min-median-max over the rounds, with the BLAS kernel that ran.
-Usage: python bench/bench_mlp.py [--images 2689] [--size 300] [--rounds 3] [--threads N] [--cpu-time]
-On a shared machine, `--threads 1 --cpu-time` gives the steadiest comparison.
+Usage: python bench/bench_mlp.py [--images 2689] [--size 300] [--rounds 3] [--threads N] [--cpu-time] [--unsplit]
+On a shared machine, `--threads 1 --cpu-time` gives the steadiest comparison. With more than one
+thread the engine splits the input layer's products between threads (tumord/nn/parallel.py);
+--unsplit adds, in the same alternation, the engine with that split off (BLAS's own threads).
 Optional requirements: pip install -r bench/requirements.txt (torch==2.13.0, threadpoolctl).
 """
 from __future__ import annotations
@@ -118,7 +120,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, help="BLAS and PyTorch threads (default: numpy's BLAS default)")
     ap.add_argument("--cpu-time", action="store_true", help="process CPU time; valid with --threads 1 only")
-    ap.add_argument("--child", choices=["numpy", "torch"])
+    ap.add_argument("--unsplit", action="store_true", help="also time the numpy engine without its split")
+    ap.add_argument("--child", choices=["numpy", "numpy-unsplit", "torch"])
     args = ap.parse_args()
     if args.cpu_time and args.threads != 1:
         ap.error("--cpu-time needs --threads 1 (idle worker threads spin and count as CPU time)")
@@ -136,12 +139,16 @@ def main():
                 parallel.THREADS = 1  # CPU time counts every thread's: one thread, as BLAS
             except ImportError:  # an engine from before tumord.nn.parallel (for before/after runs)
                 pass
-        fn = bench_numpy if args.child == "numpy" else bench_torch
+        if args.child == "numpy-unsplit":
+            from tumord.nn import parallel
+
+            parallel.SPLIT = False
+        fn = bench_numpy if args.child.startswith("numpy") else bench_torch
         print(json.dumps(fn(args.images, args.size)))
         return
     opts = ["--images", str(args.images), "--size", str(args.size)] + \
         (["--threads", str(args.threads)] if args.threads else []) + ["--cpu-time"] * args.cpu_time
-    runs = {"numpy": [], "torch": []}
+    runs = {"numpy": [], **({"numpy-unsplit": []} if args.unsplit else {}), "torch": []}
     for _ in range(args.rounds):
         for engine in list(runs):
             try:
@@ -151,21 +158,26 @@ def main():
                 runs.pop(engine)
     clock = "CPU time" if args.cpu_time else "wall time"
     print(f"MLP {args.size}x{args.size} -> {HIDDEN} -> {CLASSES}, {args.images} images/epoch, batch {BATCH}, "
-          f"{clock}, {args.rounds} alternated runs, min-median-max")
+          f"{clock}, {args.rounds} alternated runs, min-median-max; threads {args.threads or 'default'} ('numpy' splits "
+          f"its input layer's products between them, 'numpy-unsplit' leaves that to BLAS)")
     print(f"numpy BLAS: {runs['numpy'][0]['blas']}")
     if "torch" in runs:
         print(runs["torch"][0]["torch"])
     keys = (("epoch_s", "s/epoch", "{:.2f}"), ("predict_b1_per_s", "img/s b1", "{:.0f}"),
             ("predict_b64_per_s", "img/s b64", "{:.0f}"), ("peak_rss_mb", "peak MB", "{:.0f}"))
-    print(f"{'engine':<8}" + "".join(f"{title:>18}" for _, title, _ in keys))
+    print(f"{'engine':<14}" + "".join(f"{title:>18}" for _, title, _ in keys))
     for name, rs in runs.items():
-        print(f"{name:<8}" + "".join(f" {spread([r[k] for r in rs], fmt):>17}" for k, _, fmt in keys))
-    if "torch" in runs:
-        pairs = list(zip(runs["numpy"], runs["torch"]))
-        print(f"numpy/torch time per epoch: {spread([a['epoch_s'] / b['epoch_s'] for a, b in pairs])} "
+        print(f"{name:<14}" + "".join(f" {spread([r[k] for r in rs], fmt):>17}" for k, _, fmt in keys))
+    for engine in [e for e in runs if e != "torch"] if "torch" in runs else []:
+        pairs = list(zip(runs[engine], runs["torch"]))
+        print(f"{engine}/torch time per epoch: {spread([a['epoch_s'] / b['epoch_s'] for a, b in pairs])} "
               f"(below 1: numpy is faster)")
-        print(f"numpy/torch prediction rate at batch {BATCH}: "
+        print(f"{engine}/torch prediction rate at batch {BATCH}: "
               f"{spread([a['predict_b64_per_s'] / b['predict_b64_per_s'] for a, b in pairs])} (above 1: numpy is faster)")
+    if "numpy-unsplit" in runs:  # the split's own effect, round by round
+        pairs = list(zip(runs["numpy"], runs["numpy-unsplit"]))
+        print(f"numpy/numpy-unsplit time per epoch: {spread([a['epoch_s'] / b['epoch_s'] for a, b in pairs])}, "
+              f"prediction rate at batch {BATCH}: {spread([a['predict_b64_per_s'] / b['predict_b64_per_s'] for a, b in pairs])}")
 
 
 if __name__ == "__main__":

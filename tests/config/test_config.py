@@ -56,3 +56,14 @@ def test_a_key_states_its_expectation():
     assert Key(1, above=0).expected() == "a positive number"
     assert Key(0.5, at_least=0, below=1).expected() == "a number at least 0 and below 1"
     assert Key("a", choices=("a", "b")).expected() == "one of a, b"
+
+
+@pytest.mark.parametrize("recipe", sorted((SHIPPED.parent / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_recipe_in_configs_passes_the_table(recipe):
+    """The recipes behind the documented models stay valid, and say what they set, as the table changes."""
+    cfg = load_config(recipe)
+    for key, value in keys(yaml.safe_load(recipe.read_text())):
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        assert node == value, key

@@ -11,7 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
 
+from tumord.nn import parallel
 from tumord.nn.conv import cnn_spec
 from tumord.nn.losses import softmax_cross_entropy
 from tumord.nn.network import Network
@@ -51,10 +54,16 @@ def _inputs(ref) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     return weights, ref["x"], ref["labels"]
 
 
-def test_engine_reproduces_the_reference_outputs_and_gradients():
+@pytest.mark.parametrize("split", [False, True])
+def test_engine_reproduces_the_reference_outputs_and_gradients(split, monkeypatch):
+    """With products split between threads by images (nn/parallel.py) and without."""
+    monkeypatch.setattr(parallel, "SPLIT", split)
+    monkeypatch.setattr(parallel, "THREADS", 2)
     ref = np.load(FIXTURE, allow_pickle=False)
     weights, x, labels = _inputs(ref)
-    got = _compute(weights, x, labels)
+    with threadpool_limits(2, user_api="blas"):
+        assert parallel.split_parts(len(x)) == (2 if split else 1)
+        got = _compute(weights, x, labels)
     expected = {k: ref[k] for k in ref.files if not k.startswith("weight.") and k not in ("x", "labels")}
     assert sorted(got) == sorted(expected)
     for k, v in expected.items():

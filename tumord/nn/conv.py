@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tumord.nn import parallel
 from tumord.nn.im2col import col2im, im2col
 from tumord.nn.layers import Layer
 
@@ -17,6 +18,15 @@ from tumord.nn.layers import Layer
 def _channel_major(n: int, c: int, h: int, w: int, dtype, zeros: bool = False) -> np.ndarray:
     """An (N, C, H, W) array stored as (C, N, H, W), the layout the convolutions produce."""
     return (np.zeros if zeros else np.empty)((c, n, h, w), dtype).transpose(1, 0, 2, 3)
+
+
+def _flat(a: np.ndarray, rows: int) -> np.ndarray:
+    """a (rows..., images, positions...) as a (rows, images x positions) matrix, always a view (a
+    slice of images of a buffer is one), so a product may write into it."""
+    m = a.reshape(rows, -1)
+    if not np.may_share_memory(m, a):
+        raise AssertionError("a slice of images must reshape to a view")
+    return m
 
 
 def _pair(v) -> tuple[int, int]:
@@ -83,13 +93,23 @@ class Conv2D(Layer):
         n, c, h, w = x.shape
         ho, wo = self._out_hw(h, w)
         dtype = np.result_type(x.dtype, k.dtype)
+        rows = c * self.kh * self.kw
         cols = self._buffer("cols", (c, self.kh * self.kw, n, ho, wo), dtype, training)
-        # inference stays in the caller's thread: the service already predicts on several
-        im2col(x.transpose(1, 0, 2, 3), cols, self.kh, self.kw, self.pad, inline=not training)
-        out = self._buffer("out", (self.filters, n * ho * wo), dtype, training)
-        np.matmul(k.reshape(self.filters, -1), cols.reshape(c * self.kh * self.kw, -1), out=out)
-        if bias is not None:
-            out += bias[:, None].astype(out.dtype, copy=False)
+        out = self._buffer("out", (self.filters, n, ho * wo), dtype, training)
+        xc, k2 = x.transpose(1, 0, 2, 3), k.reshape(self.filters, -1)
+        bias = None if bias is None else bias[:, None].astype(dtype, copy=False)
+        parts = parallel.split_parts(n)
+
+        def part(_, ns):
+            # one slice of images: its columns, then its product (one BLAS thread when split).
+            # Unsplit inference stays in the caller's thread: the service predicts on several
+            im2col(xc[:, ns], cols[:, :, ns], self.kh, self.kw, self.pad, inline=parts > 1 or not training)
+            o = _flat(out[:, ns], self.filters)
+            np.matmul(k2, _flat(cols[:, :, ns], rows), out=o)
+            if bias is not None:
+                o += bias
+
+        parallel.over_slices(part, n, parts)
         if training:
             self._cols, self._in_hw = cols, (h, w)
         return out.reshape(self.filters, n, ho, wo).transpose(1, 0, 2, 3)
@@ -97,20 +117,28 @@ class Conv2D(Layer):
     def backward(self, grad_out, need_input_grad=True):
         cols, self._cols = self._cols, None
         c, taps, n, ho, wo = cols.shape
-        cols2 = cols.reshape(c * taps, -1)
-        g = grad_out.transpose(1, 0, 2, 3).reshape(self.filters, -1)  # free for channel-major grad_out
-        # as (K, C_out) = cols @ g.T: the same product, but OpenBLAS runs this orientation ~10% faster
-        self.grads["kernel"].reshape(self.filters, -1)[...] = (cols2 @ g.T).T
+        rows = c * taps
+        g = np.ascontiguousarray(grad_out.transpose(1, 0, 2, 3)).reshape(self.filters, n, -1)  # free if channel-major
+        k2 = self.params["kernel"].reshape(self.filters, -1)
+        dx = self._buffer("dx", (c, n, *self._in_hw), cols.dtype, training=True) if need_input_grad else None
+        parts = parallel.split_parts(n)
+        partial: list[np.ndarray | None] = [None] * parts
+
+        def part(i, ns):
+            cols2, g2 = _flat(cols[:, :, ns], rows), _flat(g[:, ns], self.filters)
+            # as (K, C_out) = cols @ g.T: the same product, but OpenBLAS runs this orientation ~10% faster
+            partial[i] = cols2 @ g2.T
+            if need_input_grad:  # the columns are used up: their buffer takes the column gradients
+                np.matmul(k2.T, g2, out=cols2)
+                col2im(cols[:, :, ns], dx[:, ns], self.kh, self.kw, self.pad, inline=parts > 1)
+
+        parallel.over_slices(part, n, parts)
+        for p in partial[1:]:  # the weight gradient is the sum of the slices' (float order aside)
+            partial[0] += p
+        self.grads["kernel"].reshape(self.filters, -1)[...] = partial[0].T
         if "b" in self.params:
-            self.grads["b"][...] = g.sum(axis=1)
-        if not need_input_grad:
-            return None
-        # the columns are used up: their buffer takes the column gradients
-        np.matmul(self.params["kernel"].reshape(self.filters, -1).T, g, out=cols2)
-        h, w = self._in_hw
-        dx = self._buffer("dx", (c, n, h, w), cols.dtype, training=True)
-        col2im(cols, dx, self.kh, self.kw, self.pad)
-        return dx.transpose(1, 0, 2, 3)  # (C, N, H, W) memory, channel-major like the forward output
+            self.grads["b"][...] = g.sum(axis=(1, 2))
+        return None if dx is None else dx.transpose(1, 0, 2, 3)  # (C, N, H, W) memory, like the forward output
 
     def config(self):
         kernel = self.kh if self.kh == self.kw else [self.kh, self.kw]

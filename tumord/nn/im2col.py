@@ -61,7 +61,7 @@ def im2col(xc: np.ndarray, cols: np.ndarray, kh: int, kw: int, pad: tuple[int, i
             src = xc[cs, ns].reshape(cs.stop - cs.start, ns.stop - ns.start, h * w)
             for t, dx, s, lo, hi in _flat_taps(kh, kw, pad, h, w):
                 dst = cols[cs, t, ns]
-                flat = dst.reshape(src.shape)  # a view: the buffer is contiguous
+                flat = dst.reshape(src.shape)  # a view: each image's positions are contiguous
                 flat[..., lo:hi] = src[..., lo + s : hi + s]
                 flat[..., :lo] = 0
                 flat[..., hi:] = 0
@@ -78,7 +78,7 @@ def im2col(xc: np.ndarray, cols: np.ndarray, kh: int, kw: int, pad: tuple[int, i
     parallel.over_blocks(piece, c, n, taps * ho * wo * cols.itemsize, piece_bytes=1 << 22, inline=inline)
 
 
-def col2im(dcols: np.ndarray, dx: np.ndarray, kh: int, kw: int, pad: tuple[int, int]) -> None:
+def col2im(dcols: np.ndarray, dx: np.ndarray, kh: int, kw: int, pad: tuple[int, int], inline: bool = False) -> None:
     """dx (C, N, H, W) = the sum of every tap's column gradients at its input positions.
     dcols is used up (its wrapped strips are zeroed)."""
     c, taps, n, ho, wo = dcols.shape
@@ -101,4 +101,4 @@ def col2im(dcols: np.ndarray, dx: np.ndarray, kh: int, kw: int, pad: tuple[int, 
         for t, oy, ox, iy, ix in _sliced_taps(kh, kw, pad, h, w, ho, wo):
             dx[cs, ns, iy, ix] += dcols[cs, t, ns, oy, ox]
 
-    parallel.over_blocks(piece, c, n, h * w * dx.itemsize)
+    parallel.over_blocks(piece, c, n, h * w * dx.itemsize, inline=inline)

@@ -10,6 +10,10 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from tumord.nn import parallel
+
+SPLIT_PRODUCT = 1 << 24  # multiply-adds from which a dense product is split between threads
+
 
 class Layer(ABC):
     def __init__(self) -> None:
@@ -51,17 +55,44 @@ class Dense(Layer):
         self.units = units
         self._x: np.ndarray | None = None
 
+    def _parts(self, batch: int) -> int:
+        """Large products (the 300x300 MLP's input layer) split their inner dimension between
+        threads (nn/parallel.py); small ones are not worth a hand-over."""
+        features = self.params["W"].shape[0]
+        return parallel.split_parts(features) if batch * features * self.units >= SPLIT_PRODUCT else 1
+
     def forward(self, x, training=False):
         if training:
             self._x = x
-        return x @ self.params["W"] + self.params["b"]
+        w, b = self.params["W"], self.params["b"]
+        parts = self._parts(x.shape[0])
+        if parts == 1:
+            return x @ w + b
+        partial: list = [None] * parts  # x W = the sum over slices of the inner dimension
+
+        def part(i, ks):
+            partial[i] = x[:, ks] @ w[ks]
+
+        parallel.over_slices(part, w.shape[0], parts)
+        out = partial[0]
+        for p in partial[1:]:
+            out += p
+        out += b
+        return out
 
     def backward(self, grad_out, need_input_grad=True):
-        x = self._x
-        np.matmul(x.T, grad_out, out=self.grads["W"])
+        x, self._x = self._x, None
+        w, gw = self.params["W"], self.grads["W"]
         self.grads["b"][...] = grad_out.sum(axis=0)
-        self._x = None
-        return grad_out @ self.params["W"].T if need_input_grad else None
+        dx = np.empty((x.shape[0], w.shape[0]), np.result_type(grad_out, w)) if need_input_grad else None
+
+        def part(_, ks):  # rows ks of the weight gradient, columns ks of the input gradient
+            np.matmul(x[:, ks].T, grad_out, out=gw[ks])
+            if dx is not None:
+                np.matmul(grad_out, w[ks].T, out=dx[:, ks])
+
+        parallel.over_slices(part, w.shape[0], self._parts(x.shape[0]))
+        return dx
 
     def output_shape(self, input_shape):
         return (self.units,)

@@ -1,0 +1,129 @@
+"""Abstention in leave-one-source-out: a model trained on one source, judged on the other.
+
+    python bench/cross_source.py train --source 4class --recipe base --epochs 3 --out RUN
+    python bench/loso_abstention.py --run RUN [--out FILE.json] [--plot FILE.png]
+
+RUN is a `bench/cross_source.py train` folder (model.npz, result.json). The abstention reference
+is fitted as `tumord train` fits it (training part's pooled features, threshold on the source's
+validation part), from the same joint split; then the other source's test part, less every scan
+nearly duplicating one the model trained or was validated on, is scored against the model's own
+test part:
+- AUROC of each score (k-NN, class Mahalanobis, 1 - max softmax) telling the other source from
+  the same source;
+- accuracy on the accepted scans against the share accepted (risk-coverage), and what the
+  service's threshold (95% of the source's validation scans accepted) does.
+Needs ../shared/datasets.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_abstention import COVERAGES, accuracy_at, auroc  # noqa: E402
+
+from tumord.abstain.fit import fit_reference  # noqa: E402
+from tumord.config import load_config  # noqa: E402
+from tumord.model import checkpoint  # noqa: E402
+from tumord.model.features import features_and_logits  # noqa: E402
+from tumord.nn.losses import softmax  # noqa: E402
+from tumord.training.cross_source import load_loso, scores  # noqa: E402
+
+DATASETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
+
+
+def _score(model, reference, images: np.ndarray) -> dict[str, np.ndarray]:
+    feats, logits = features_and_logits(model.net, images, 64)
+    return {"knn": reference.score(feats, "knn"), "mahalanobis": reference.score(feats, "mahalanobis"),
+            "msp": 1 - softmax(logits / model.temperature).max(axis=1), "logits": logits}
+
+
+def _part(model, reference, threshold: float, inside: dict, images: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
+    """One part of the other source against the model's own test part."""
+    outside = _score(model, reference, images)
+    correct = outside["logits"].argmax(axis=1) == labels
+    accepted = outside["knn"] <= threshold
+    out = {
+        "n": int(len(labels)), "figures": scores(outside["logits"], labels, model.temperature),
+        "auroc_other_vs_same": {k: round(auroc(inside[k], outside[k]), 4) for k in ("knn", "mahalanobis", "msp")},
+        "abstained_at_threshold": round(float(1 - accepted.mean()), 4),
+        "accuracy_overall": round(float(correct.mean()), 4),
+        "accuracy_accepted": round(float(correct[accepted].mean()), 4) if accepted.any() else None,
+        "risk_coverage": {k: {f"{c:.1f}": round(accuracy_at(outside[k], correct, c), 4) for c in COVERAGES}
+                          for k in ("knn", "mahalanobis", "msp")},
+    }
+    return out, {"curves": {k: outside[k] for k in ("knn", "mahalanobis", "msp")}, "correct": correct}
+
+
+def measure(run: Path, datasets: Path, cache) -> tuple[dict, dict]:
+    """Validation part of the other source (where a score or threshold would be chosen) and its test part."""
+    result = json.loads((run / "result.json").read_text())
+    source = result["source"]
+    model = checkpoint.load(run / "model.npz")
+    loso = load_loso(datasets, model.preprocess, cache)
+    d, other = loso.data, loso.other(source)
+    tr, va = loso.part(source, "train"), loso.part(source, "val")
+    reference = fit_reference(model.net, d.images, d.labels, tr, d.images, va)
+    threshold = reference.threshold(0.95, "knn")
+    own = np.sort(loso.part(source, "test"))
+    inside = _score(model, reference, np.asarray(d.images[own]))
+    out = {"run": result["run"], "trained_on": source, "judged_on": other, "same_source_test": int(len(own)),
+           "threshold_knn_95": round(float(threshold), 4),
+           "same_source_abstained": round(float((inside["knn"] > threshold).mean()), 4)}
+    raw = {}
+    # validation: leave out copies of training scans only (as bench/cross_source.py does); test: of any seen scan
+    for part, seen in (("val", tr), ("test", np.concatenate([tr, va]))):
+        idx = np.sort(loso.unseen_part(other, part, seen))
+        out[f"{other} {part}"], raw[part] = _part(model, reference, threshold, inside,
+                                                  np.asarray(d.images[idx]), d.labels[idx])
+    return out, raw["test"]
+
+
+def plot(path: Path, title: str, curves: dict, correct: np.ndarray) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    cover = np.linspace(0.1, 1.0, 91)
+    for name, s in curves.items():
+        ax.plot(cover, [accuracy_at(s, correct, c) for c in cover], label=name)
+    ax.axvline(0.7, color="gray", lw=0.5)
+    ax.set_xlabel("share of scans accepted (coverage)")
+    ax.set_ylabel("accuracy on accepted scans")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", type=Path, required=True, help="a bench/cross_source.py train folder")
+    ap.add_argument("--datasets", type=Path, default=DATASETS)
+    ap.add_argument("--config", type=Path, default=None, help="for paths.cache")
+    ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    ap.add_argument("--plot", type=Path, default=None, help="risk-coverage plot (PNG)")
+    args = ap.parse_args()
+    started = time.monotonic()
+    out, raw = measure(args.run, args.datasets, load_config(args.config)["paths"]["cache"])
+    out["seconds"] = round(time.monotonic() - started, 1)
+    out["command"] = " ".join(sys.argv)
+    if args.plot:
+        plot(args.plot, f"trained on {out['trained_on']}, judged on {out['judged_on']}", raw["curves"], raw["correct"])
+    text = json.dumps(out, indent=1)
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
