@@ -4,6 +4,8 @@
     python bench/cross_source.py baseline --model models/versions/<v>/model.npz --out /tmp/loso/shipped.json
     # train a recipe on one source, judge it on the other (and on its own test part)
     python bench/cross_source.py train --source binary --recipe base --epochs 10 --out /tmp/loso/bin-base
+    # the same without the scans `tumord audit` flagged (training part only)
+    python bench/cross_source.py train --source binary --epochs 10 --exclude audit/audit.csv --out /tmp/loso/bin-clean
     # the table of every result file given
     python bench/cross_source.py table /tmp/loso/*.json /tmp/loso/*/result.json
     # is run B's AUC on the other source's validation part really above run A's? (paired group bootstrap)
@@ -61,7 +63,7 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def _judge(net, loso, source: str, train: np.ndarray, val: np.ndarray, temperature: float,
-           out_dir: Path | None = None) -> dict:
+           out_dir: Path | None = None, adabn: bool = True) -> dict:
     """Same-source test, and the other source's val and test parts (Loso.judged_parts); then AdaBN."""
     d, other = loso.data, loso.other(source)
     parts = loso.judged_parts(other, train, val)
@@ -71,18 +73,19 @@ def _judge(net, loso, source: str, train: np.ndarray, val: np.ndarray, temperatu
         print(f"{name}: {loso.describe(idx)}", flush=True)
     logits = {name: predict_logits(net, d.images, idx) for name, idx in sets.items()}
     out = {name: scores(logits[name], d.labels[idx], temperature) for name, idx in sets.items()}
-    target = loso.unseen_part(other, "train", np.concatenate([train, val]))  # unlabelled scans of the new source
-    print(f"AdaBN on {other} train (labels unused): {loso.describe(target)}", flush=True)
-    recompute_batchnorm_statistics(net, d.images, target, 32, np.random.default_rng(0))
-    for name in (f"{other} val", f"{other} test"):
-        logits[name + " AdaBN"] = predict_logits(net, d.images, sets[name])
-        out[name + " AdaBN"] = scores(logits[name + " AdaBN"], d.labels[sets[name]], temperature)
     if out_dir is not None:  # per-scan P(tumor) on the other source, for paired comparisons of runs
         for name in (f"{other} val", f"{other} test"):
             idx = sets[name]
             np.savez(out_dir / f"probs-{name.split()[-1]}.npz", files=np.array([str(d.files[i]) for i in idx]),
                      labels=d.labels[idx], groups=d.groups[idx],
                      p_tumor=softmax(logits[name] / temperature)[:, 1])
+    if not adabn:
+        return out
+    target = loso.unseen_part(other, "train", np.concatenate([train, val]))  # unlabelled scans of the new source
+    print(f"AdaBN on {other} train (labels unused): {loso.describe(target)}", flush=True)
+    recompute_batchnorm_statistics(net, d.images, target, 32, np.random.default_rng(0))
+    for name in (f"{other} val", f"{other} test"):
+        out[name + " AdaBN"] = scores(predict_logits(net, d.images, sets[name]), d.labels[sets[name]], temperature)
     return out
 
 
@@ -108,6 +111,32 @@ def baseline(args) -> dict:
     return {"run": "shipped", "model": model.identity, "results": out}
 
 
+def hold_out_shared(loso, idx: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out): idx less a random fraction of the near-duplicate groups that span both sources.
+
+    The two sets share nearly all their normal scans, so the other source's training part has no
+    normal scan a model trained on this one has not seen; holding some shared groups back leaves
+    the other source unseen copies of them, normal ones included, for bench/site_payoff.py to label.
+    """
+    d = loso.data
+    shared = np.array([g for g in np.unique(d.groups[idx]) if len(np.unique(d.source[d.groups == g])) > 1])
+    rng = np.random.default_rng(seed)
+    held_groups = rng.choice(shared, int(round(fraction * len(shared))), replace=False) if len(shared) else shared
+    out = np.isin(d.groups[idx], held_groups)
+    return idx[~out], idx[out]
+
+
+def audit_findings(csv_files: list[Path]) -> set[Path]:
+    """The scans `tumord audit` flagged (any finding) in its audit.csv files, as resolved paths."""
+    import csv
+
+    found = set()
+    for f in csv_files:
+        with open(f, newline="") as fh:
+            found |= {Path(row["file"]).resolve() for row in csv.DictReader(fh) if row["finding"]}
+    return found
+
+
 def train(args) -> dict:
     cfg = _merge(load_config(args.config, args.set), RECIPES[args.recipe])
     cfg["train"]["epochs"] = args.epochs
@@ -118,6 +147,14 @@ def train(args) -> dict:
     sources = [args.source] if args.source != "both" else d.names
     tr = np.concatenate([loso.part(s, "train") for s in sources])
     va = np.concatenate([loso.part(s, "val") for s in sources])
+    held = np.zeros(0, int)
+    if args.hold_out_shared:
+        tr, held = hold_out_shared(loso, tr, args.hold_out_shared)
+    excluded = 0
+    if args.exclude:  # `tumord audit` findings: left out of the training part only
+        flagged = audit_findings(args.exclude)
+        keep = np.array([d.files[i].resolve() not in flagged for i in tr])
+        tr, excluded = tr[keep], int((~keep).sum())
     print(f"training on {args.source}: train {loso.describe(tr)}, val {loso.describe(va)}", flush=True)
     rng = np.random.default_rng(cfg["train"]["seed"])
     net = build_network(cfg["model"], pre.size, 2, rng)
@@ -126,15 +163,19 @@ def train(args) -> dict:
                lambda row: (log.write(json.dumps(row) + "\n"), log.flush()))
     temperature = fit_temperature(predict_logits(net, d.images, va), d.labels[va])
     meta = checkpoint.new_metadata(net, ["normal", "tumor"], pre, temperature=temperature,
-                                   training={"recipe": args.recipe, "source": args.source, "settings": cfg["train"]})
+                                   training={"recipe": args.recipe, "source": args.source, "settings": cfg["train"],
+                                             "hold_out_shared": args.hold_out_shared,
+                                             "excluded_by_audit": excluded})
     checkpoint.save(args.out / "model.npz", net, meta)
     if args.source == "both":
         results = {f"{s} test (same source)": scores(predict_logits(net, d.images, loso.part(s, "test")),
                                                       d.labels[loso.part(s, "test")], temperature) for s in d.names}
     else:
-        results = _judge(net, loso, args.source, tr, va, temperature, args.out)
-    return {"run": f"{args.source}-{args.recipe}-{args.epochs}ep", "recipe": args.recipe, "source": args.source,
-            "epochs": args.epochs, "train_images": int(len(tr)), "train_seconds": round(hist.seconds, 1),
+        results = _judge(net, loso, args.source, tr, va, temperature, args.out, not args.no_adabn)
+    run = f"{args.source}-{args.recipe}-{args.epochs}ep" + (f"-held{args.hold_out_shared:g}" if args.hold_out_shared else "")
+    return {"run": run + ("-audit-excluded" if args.exclude else ""), "recipe": args.recipe, "source": args.source,
+            "epochs": args.epochs, "train_images": int(len(tr)), "excluded_by_audit": excluded,
+            "held_out_shared": int(len(held)), "train_seconds": round(hist.seconds, 1),
             "best_epoch": hist.best_epoch, "results": results}
 
 
@@ -166,12 +207,18 @@ def main() -> None:
     t.add_argument("--source", choices=["binary", "4class", "both"], required=True)
     t.add_argument("--recipe", choices=sorted(RECIPES), default="base")
     t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--hold-out-shared", type=float, default=0.0, metavar="FRACTION",
+                   help="leave this share of the groups shared with the other source out of training "
+                        "(for bench/site_payoff.py: unseen normal scans to label)")
+    t.add_argument("--no-adabn", action="store_true", help="skip the AdaBN rows (saves time)")
+    t.add_argument("--exclude", type=Path, nargs="+", default=None, metavar="AUDIT.csv",
+                   help="leave the scans these `tumord audit` files flag out of the training part")
     for p in (b, t):
         p.add_argument("--out", type=Path, required=True)
         p.add_argument("--datasets", type=Path, default=DATASETS)
         p.add_argument("--config", type=Path, default=None)
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a setting, e.g. paths.cache=/work/cache (repeatable)")
+                       help="override one setting, e.g. --set paths.cache=/work/cache (repeatable)")
     tb = sub.add_parser("table")
     tb.add_argument("files", nargs="+", type=Path)
     c = sub.add_parser("compare", help="paired group bootstrap of the AUC difference of two train runs")

@@ -75,3 +75,15 @@ def test_from_scratch_ignores_the_current_model(trained):
     assert train(root, "--from-scratch", "--output", str(root / "scratch")) == 0
     meta = json.loads((root / "scratch" / "report.json").read_text())
     assert meta["summary"]["initialized_from"] is None
+
+
+def test_too_few_site_scans_of_a_class_keep_the_threshold_at_one_half(trained, capsys):
+    """The same site, but the validation part must hold 60 scans of each class: none is chosen."""
+    root = trained
+    if not (root / "training").exists():
+        write_site(root, tumors=72, normals=48)
+    assert train(root, "--set", "train.finetune_epochs=1", "--set", "train.site.min_threshold_scans=60",
+                 "--output", str(root / "few")) == 0
+    threshold = json.loads((root / "few" / "report.json").read_text())["site"]["threshold"]
+    assert threshold["value"] == 0.5 and threshold["chosen_on"].startswith("none: ")
+    assert "site.threshold_kept" in capsys.readouterr().err

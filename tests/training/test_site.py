@@ -35,6 +35,16 @@ def test_the_threshold_maximizes_balanced_accuracy_not_accuracy():
     assert choose_threshold(p[:90], positive[:90]) == 0.5  # one class only: nothing to choose on
 
 
+def test_a_threshold_is_not_chosen_on_a_handful_of_one_class():
+    """The same scores: 10 normals choose a threshold; with 10 required, 9 normals keep 0.5."""
+    rng = np.random.default_rng(0)
+    positive = np.r_[np.ones(90, bool), np.zeros(10, bool)]
+    p = np.r_[rng.uniform(0.2, 0.45, 90), rng.uniform(0.0, 0.15, 10)]
+    assert choose_threshold(p, positive, min_per_class=10) < 0.2
+    assert choose_threshold(p[1:], positive[1:], min_per_class=90) == 0.5  # 89 tumors
+    assert choose_threshold(p[:99], positive[:99], min_per_class=10) == 0.5  # 9 normals
+
+
 def test_a_folded_threshold_makes_argmax_decide_at_it():
     rng = np.random.default_rng(1)
     net = Network((1, 8, 8), mlp_spec(hidden=8), rng)

@@ -119,6 +119,8 @@ TABLE: dict[str, Any] = {
             "val_fraction": Key(0.2, "held out by near-duplicate group: the decision threshold is chosen here",
                                 above=0, below=1),
             "test_fraction": Key(0.2, "held out for the gate: a candidate must be better on these", above=0, below=1),
+            "min_threshold_scans": Key(10, "the threshold is chosen on the validation part only when it holds\n"
+                                           "this many scans of each class; else 0.5 stays", **POSITIVE),
         },
         "extra_data": Key([], "more labelled folders, for training only; their images that nearly\n"
                               "duplicate a validation or test image are left out"),

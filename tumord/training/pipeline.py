@@ -86,15 +86,23 @@ def _split_record(data: Prepared) -> dict:
     }
 
 
-def _adapt_to_site(net, site: Site, names: list[str], negative: str, temperature: float) -> dict:
+def _adapt_to_site(net, site: Site, names: list[str], negative: str, temperature: float,
+                   min_per_class: int) -> dict:
     """Threshold from the site's validation part folded into the network; scores on its test part."""
     threshold = None
     if negative in names and len(names) == 2:
         neg, pos = names.index(negative), 1 - names.index(negative)
         p_val = softmax(predict_logits(net, site.images, site.split["val"]) / temperature)[:, pos]
-        value = choose_threshold(p_val, site.labels[site.split["val"]] == pos)
+        positive = site.labels[site.split["val"]] == pos
+        value = choose_threshold(p_val, positive, min_per_class)
         fold_threshold(net, value, temperature, neg, pos)
-        threshold = {"value": value, "chosen_on": "site validation part", "images": int(len(site.split["val"]))}
+        fewest = int(min(positive.sum(), (~positive).sum()))
+        threshold = {"value": value, "images": int(len(site.split["val"])), "fewest_of_a_class": fewest,
+                     "chosen_on": "site validation part" if fewest >= min_per_class else
+                     f"none: the site's validation part has {fewest} scans of a class, "
+                     f"train.site.min_threshold_scans is {min_per_class}; 0.5 kept"}
+        if fewest < min_per_class:
+            log.warning("site.threshold_kept", fewest_of_a_class=fewest, needed=min_per_class)
     test = site.split["test"]
     probs = softmax(predict_logits(net, site.images, test) / temperature)
     root = site.listing.root
@@ -148,7 +156,8 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
     y_va, y_te = labels[val_idx], data.labels[split["test"]]
     val_logits = predict_logits(net, images, val_idx)
     temperature = fit_temperature(val_logits, y_va)
-    site_report = (_adapt_to_site(net, site, names, train_cfg["negative_class"], temperature)
+    site_report = (_adapt_to_site(net, site, names, train_cfg["negative_class"], temperature,
+                                  train_cfg["site"]["min_threshold_scans"])
                    if site is not None else None)
     del images, labels
     test_logits = predict_logits(net, data.images, split["test"])

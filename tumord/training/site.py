@@ -86,10 +86,12 @@ def finetune_draws(site_train: int, share: float, total: int, batch_size: int) -
     return int(min(total, max(8 * batch_size, np.ceil(2 * site_train / share))))
 
 
-def choose_threshold(p_positive: np.ndarray, positive: np.ndarray) -> float:
-    """The P(positive) threshold with the best balanced accuracy (Youden's J); 0.5 when one class
-    is missing. Taken midway between neighbouring scores, so it does not sit on a scan."""
-    if positive.all() or not positive.any():
+def choose_threshold(p_positive: np.ndarray, positive: np.ndarray, min_per_class: int = 1) -> float:
+    """The P(positive) threshold with the best balanced accuracy (Youden's J); 0.5 when either class
+    has fewer than `min_per_class` scans: on a handful of normals the best threshold swings from
+    0.06 to 0.9 (docs/cross-source.md). Taken midway between neighbouring scores, so it does not
+    sit on a scan."""
+    if min(positive.sum(), (~positive).sum()) < max(min_per_class, 1):
         return 0.5
     s = np.unique(p_positive)
     candidates = np.r_[(s[:-1] + s[1:]) / 2, 0.5]
