@@ -8,9 +8,12 @@
     python bench/cross_source.py train --source binary --epochs 10 --exclude audit/audit.csv --out /tmp/loso/bin-clean
     # the table of every result file given
     python bench/cross_source.py table /tmp/loso/*.json /tmp/loso/*/result.json
+    # is run B's AUC on the other source's validation part really above run A's? (paired group bootstrap)
+    python bench/cross_source.py compare /tmp/loso/bin-base /tmp/loso/bin-norm_aug --part val
 
-Scores on the other source are on its validation part (recipes are chosen there) and its test
-part, each less every scan nearly duplicating one the model trained or was validated on. AdaBN
+Scores on the other source are on its validation part (recipes are chosen there), less every scan
+nearly duplicating one the model trained on, and its test part (reported once, never chosen on),
+less every scan nearly duplicating one it trained or was validated on. AdaBN
 rows re-estimate batch-norm statistics on the other source's unlabelled training part (labels
 unused). Needs ../shared/datasets; decoded images are cached in paths.cache.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,8 +36,10 @@ from tumord.config import load_config  # noqa: E402
 from tumord.data.images import preprocess_from_config  # noqa: E402
 from tumord.training.calibration import fit_temperature  # noqa: E402
 from tumord.training.cross_source import load_loso, scores  # noqa: E402
+from tumord.training.intervals import paired_auc_difference  # noqa: E402
 from tumord.training.precise_bn import recompute_batchnorm_statistics  # noqa: E402
 from tumord.model.predict import predict_logits  # noqa: E402
+from tumord.nn.losses import softmax  # noqa: E402
 from tumord.training.trainer import build_network, fit  # noqa: E402
 
 DATASETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
@@ -43,6 +49,8 @@ RECIPES = {  # overrides of config.yaml
     "norm": {"preprocess": {"normalize": "head_percentile"}},
     "aug": {"train": {"augment": DOMAIN_AUG}},
     "norm_aug": {"preprocess": {"normalize": "head_percentile"}, "train": {"augment": DOMAIN_AUG}},
+    "crop": {"preprocess": {"crop": True}},
+    "wide": {"model": {"channels": [24, 48, 96, 192, 384]}},
     "crop_norm_aug": {"preprocess": {"normalize": "head_percentile", "crop": True}, "train": {"augment": DOMAIN_AUG}},
 }
 
@@ -54,16 +62,27 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _judge(net, loso, source: str, seen: np.ndarray, temperature: float, adabn: bool = True) -> dict:
-    """Same-source test, and the other source's val and test parts unseen by the model; then AdaBN."""
+def _judge(net, loso, source: str, train: np.ndarray, val: np.ndarray, temperature: float,
+           out_dir: Path | None = None, adabn: bool = True) -> dict:
+    """Same-source test, and the other source's val and test parts (Loso.judged_parts); then AdaBN."""
     d, other = loso.data, loso.other(source)
+    parts = loso.judged_parts(other, train, val)
     sets = {f"{source} test (same source)": loso.part(source, "test"),
-            f"{other} val": loso.unseen_part(other, "val", seen),
-            f"{other} test": loso.unseen_part(other, "test", seen)}
-    out = {name: scores(predict_logits(net, d.images, idx), d.labels[idx], temperature) for name, idx in sets.items()}
+            f"{other} val": parts["val"], f"{other} test": parts["test"]}
+    for name, idx in sets.items():
+        print(f"{name}: {loso.describe(idx)}", flush=True)
+    logits = {name: predict_logits(net, d.images, idx) for name, idx in sets.items()}
+    out = {name: scores(logits[name], d.labels[idx], temperature) for name, idx in sets.items()}
+    if out_dir is not None:  # per-scan P(tumor) on the other source, for paired comparisons of runs
+        for name in (f"{other} val", f"{other} test"):
+            idx = sets[name]
+            np.savez(out_dir / f"probs-{name.split()[-1]}.npz", files=np.array([str(d.files[i]) for i in idx]),
+                     labels=d.labels[idx], groups=d.groups[idx],
+                     p_tumor=softmax(logits[name] / temperature)[:, 1])
     if not adabn:
         return out
-    target = loso.unseen_part(other, "train", seen)  # unlabelled scans of the new source
+    target = loso.unseen_part(other, "train", np.concatenate([train, val]))  # unlabelled scans of the new source
+    print(f"AdaBN on {other} train (labels unused): {loso.describe(target)}", flush=True)
     recompute_batchnorm_statistics(net, d.images, target, 32, np.random.default_rng(0))
     for name in (f"{other} val", f"{other} test"):
         out[name + " AdaBN"] = scores(predict_logits(net, d.images, sets[name]), d.labels[sets[name]], temperature)
@@ -77,7 +96,9 @@ def baseline(args) -> dict:
     loso = load_loso(args.datasets, model.preprocess, cfg["paths"]["cache"])
     root = Path(report["summary"]["data_root"]).resolve()
     rel = {str(p.resolve().relative_to(root)): i for i, p in enumerate(loso.data.files) if root in p.resolve().parents}
-    seen = np.array([rel[f] for f in report["split"]["train"] + report["split"]["val"]])
+    trained = np.array([rel[f] for f in report["split"]["train"]])
+    validated = np.array([rel[f] for f in report["split"]["val"]])
+    seen = np.concatenate([trained, validated])
     test = np.array([rel[f] for f in report["split"]["test"]])
     d = loso.data
     out = {"binary test (its own split)": scores(model.logits(d.images[test]), d.labels[test], model.temperature)}
@@ -85,7 +106,7 @@ def baseline(args) -> dict:
     everything = np.concatenate([everything, loso.unseen_part("4class", "val", seen),
                                  loso.unseen_part("4class", "test", seen)])
     out["4class all unseen"] = scores(model.logits(d.images[everything]), d.labels[everything], model.temperature)
-    out.update({k: v for k, v in _judge(model.net, loso, "binary", seen, model.temperature).items()
+    out.update({k: v for k, v in _judge(model.net, loso, "binary", trained, validated, model.temperature).items()
                 if not k.startswith("binary")})
     return {"run": "shipped", "model": model.identity, "results": out}
 
@@ -134,6 +155,7 @@ def train(args) -> dict:
         flagged = audit_findings(args.exclude)
         keep = np.array([d.files[i].resolve() not in flagged for i in tr])
         tr, excluded = tr[keep], int((~keep).sum())
+    print(f"training on {args.source}: train {loso.describe(tr)}, val {loso.describe(va)}", flush=True)
     rng = np.random.default_rng(cfg["train"]["seed"])
     net = build_network(cfg["model"], pre.size, 2, rng)
     log = open(args.out / "epochs.jsonl", "w")
@@ -145,12 +167,11 @@ def train(args) -> dict:
                                              "hold_out_shared": args.hold_out_shared,
                                              "excluded_by_audit": excluded})
     checkpoint.save(args.out / "model.npz", net, meta)
-    seen = np.concatenate([tr, va])
     if args.source == "both":
         results = {f"{s} test (same source)": scores(predict_logits(net, d.images, loso.part(s, "test")),
                                                       d.labels[loso.part(s, "test")], temperature) for s in d.names}
     else:
-        results = _judge(net, loso, args.source, seen, temperature, not args.no_adabn)
+        results = _judge(net, loso, args.source, tr, va, temperature, args.out, not args.no_adabn)
     run = f"{args.source}-{args.recipe}-{args.epochs}ep" + (f"-held{args.hold_out_shared:g}" if args.hold_out_shared else "")
     return {"run": run + ("-audit-excluded" if args.exclude else ""), "recipe": args.recipe, "source": args.source,
             "epochs": args.epochs, "train_images": int(len(tr)), "excluded_by_audit": excluded,
@@ -167,6 +188,14 @@ def table(files: list[Path]) -> str:
             lines.append(f"| {r['run']} | {name} | {m['n']} ({m.get('normals', '?')}) | {m['accuracy']:.3f} | {m['balanced_accuracy']:.3f} | "
                          f"{m['sensitivity']:.3f} | {m['specificity']:.3f} | {m['auc']:.3f} | {m['ece']:.3f} |")
     return "\n".join(lines)
+
+
+def compare(base: Path, other: Path, part: str, resamples: int) -> dict:
+    """Paired group bootstrap of AUC(other run) - AUC(base run) on the scans both were judged on."""
+    a, b = (np.load(Path(r) / f"probs-{part}.npz") for r in (base, other))
+    common, ia, ib = np.intersect1d(a["files"], b["files"], return_indices=True)
+    out = paired_auc_difference(a["p_tumor"][ia], b["p_tumor"][ib], a["labels"][ia] == 1, a["groups"][ia], resamples)
+    return {"base": str(base), "other": str(other), "part": part, "scans": int(len(common)), **out}
 
 
 def main() -> None:
@@ -192,11 +221,20 @@ def main() -> None:
                        help="override one setting, e.g. --set paths.cache=/work/cache (repeatable)")
     tb = sub.add_parser("table")
     tb.add_argument("files", nargs="+", type=Path)
+    c = sub.add_parser("compare", help="paired group bootstrap of the AUC difference of two train runs")
+    c.add_argument("base", type=Path, help="a train --out folder")
+    c.add_argument("others", nargs="+", type=Path, help="train --out folders to compare with it")
+    c.add_argument("--part", choices=["val", "test"], default="val")
+    c.add_argument("--resamples", type=int, default=1000)
     args = ap.parse_args()
     if args.mode == "table":
         print(table(args.files))
         return
-    start = time.time()
+    if args.mode == "compare":
+        for other in args.others:
+            print(json.dumps(compare(args.base, other, args.part, args.resamples)))
+        return
+    start, load_start = time.time(), [round(x, 2) for x in os.getloadavg()]
     if args.mode == "train":
         args.out.mkdir(parents=True, exist_ok=True)
         result = train(args)
@@ -206,6 +244,7 @@ def main() -> None:
         path = args.out
         path.parent.mkdir(parents=True, exist_ok=True)
     result["wall_seconds"] = round(time.time() - start, 1)
+    result["load_average"] = {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]}
     result["command"] = " ".join(sys.argv)
     path.write_text(json.dumps(result, indent=1))
     print(table([path]))

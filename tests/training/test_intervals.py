@@ -1,7 +1,7 @@
 """Bootstrap intervals over near-duplicate groups."""
 import numpy as np
 
-from tumord.training.intervals import group_bootstrap
+from tumord.training.intervals import group_bootstrap, paired_auc_difference
 
 NAMES = ["normal", "tumor"]
 
@@ -46,3 +46,21 @@ def test_every_resample_keeps_both_classes():
     probs = np.stack([1 - labels * 0.9, labels * 0.9], axis=1)
     iv = group_bootstrap(probs, labels, np.arange(52), NAMES, "normal", resamples=400)
     assert iv["sensitivity"] == [1.0, 1.0] and iv["specificity"] == [1.0, 1.0]
+
+
+def test_paired_auc_difference_separates_a_real_gap_from_noise():
+    """Same scores: a difference of exactly 0. A model that ranks every scan better: an interval
+    above 0. Two equally good but differently noisy models: an interval that spans 0."""
+    rng = np.random.default_rng(1)
+    labels = np.arange(300) % 2
+    groups = np.arange(300) // 3  # copies come in threes
+    weak = labels + rng.normal(0, 1.0, 300)
+    same = paired_auc_difference(weak, weak.copy(), labels, groups, resamples=300)
+    assert same["difference"] == 0 and same["interval"] == [0.0, 0.0]
+    strong = labels + rng.normal(0, 0.3, 300)
+    better = paired_auc_difference(weak, strong, labels, groups, resamples=300)
+    assert better["difference"] > 0.1 and better["interval"][0] > 0 and better["share_b_better"] == 1.0
+    other = labels + rng.normal(0, 1.0, 300)
+    noise = paired_auc_difference(weak, other, labels, groups, resamples=300)
+    assert noise["interval"][0] < 0 < noise["interval"][1], noise
+    assert noise["groups"] == better["groups"] == 100

@@ -3,8 +3,9 @@
 The project's two sources are the binary set and the 4-class set (glioma, meningioma and
 pituitary mapped to tumor, notumor to normal). Both are loaded together so near-duplicates are
 grouped across them, and split group-aware per source (70/15/15). A model trained on source A
-is judged on B's validation part (for choosing recipes) and B's test part (reported once), each
-less every scan that nearly duplicates a scan the model trained or was validated on.
+is judged on B's validation part (for choosing recipes), less every scan nearly duplicating one the
+model trained on, and B's test part (reported once), less every scan nearly duplicating one it
+trained or was validated on (`judged_parts`).
 """
 from __future__ import annotations
 
@@ -43,6 +44,22 @@ class Loso:
     def unseen_part(self, source: str, split: str, seen: np.ndarray) -> np.ndarray:
         """Source's split part less every scan nearly duplicating a seen one."""
         return unseen(self.data.thumbs, self.part(source, split), seen)
+
+    def judged_parts(self, other: str, train: np.ndarray, val: np.ndarray) -> dict[str, np.ndarray]:
+        """The other source's validation and test parts for a model trained on `train`, stopped early on `val`.
+
+        Validation leaves out copies of the training scans only. Copies of the model's validation
+        scans served just early stopping and temperature, an advantage every recipe shares; leaving
+        them out too leaves no normal scans there (the two sets' normals are nearly all shared, and
+        a shared group lies whole in one split), so AUC would be undefined where recipes are chosen.
+        Test, reported once and never chosen on, leaves out copies of both.
+        """
+        return {"val": self.unseen_part(other, "val", train),
+                "test": self.unseen_part(other, "test", np.concatenate([train, val]))}
+
+    def describe(self, idx: np.ndarray) -> str:
+        """'N scans (M normal)', for logs."""
+        return f"{len(idx)} scans ({int(np.sum(self.data.labels[idx] == CLASSES.index('normal')))} normal)"
 
 
 def load_loso(datasets: Path, pre: Preprocess, cache_dir, similarity: float = 0.95, seed: int = 0,
