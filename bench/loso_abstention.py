@@ -78,9 +78,8 @@ def measure(run: Path, datasets: Path, cache) -> tuple[dict, dict]:
            "threshold_knn_95": round(float(threshold), 4),
            "same_source_abstained": round(float((inside["knn"] > threshold).mean()), 4)}
     raw = {}
-    # validation: leave out copies of training scans only (as bench/cross_source.py does); test: of any seen scan
-    for part, seen in (("val", tr), ("test", np.concatenate([tr, va]))):
-        idx = np.sort(loso.unseen_part(other, part, seen))
+    for part, idx in loso.judged_parts(other, tr, va).items():  # as bench/cross_source.py judges recipes
+        idx = np.sort(idx)
         out[f"{other} {part}"], raw[part] = _part(model, reference, threshold, inside,
                                                   np.asarray(d.images[idx]), d.labels[idx])
     return out, raw["test"]
