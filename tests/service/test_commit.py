@@ -115,7 +115,7 @@ class TestCommit:
         for n in names:
             stage.drop(n, png(rng))
         b = stage.batch(*names)
-        updates = stage.commit.record(b.scans, b.model)
+        updates = stage.commit.record(b.scans, [b.model] * len(b.scans))
         lines = "".join(u.csv_line for u in updates)
         with open(stage.csv.path, "ab") as f:
             f.write(lines.encode()[: len(lines) // 2])  # the crash cut the write in half
@@ -130,7 +130,7 @@ class TestCommit:
         for n in names:
             stage.drop(n, png(rng))
         b1, b2 = stage.batch("g0.png"), stage.batch("g1.png")
-        updates = stage.commit.record(b1.scans + b2.scans, [b1.model, b2.model])
+        updates = stage.commit.record(b1.scans + b2.scans, [b1.model] * len(b1.scans) + [b2.model] * len(b2.scans))
         assert [r["state"] for r in ledger_rows(stage.folders.output)] == ["written", "written"]
         lines = "".join(u.csv_line for u in updates)
         with open(stage.csv.path, "ab") as f:
@@ -145,7 +145,7 @@ class TestCommit:
         for n in names:
             stage.drop(n, png(rng))
         b = stage.batch(*names)
-        updates = stage.commit.record(b.scans, b.model)
+        updates = stage.commit.record(b.scans, [b.model] * len(b.scans))
         stage.csv.append("".join(u.csv_line for u in updates))
         for u, s in zip(updates, b.scans):
             os.rename(s.path, u.moved_to)
@@ -179,7 +179,7 @@ class TestCommit:
         """A file whose row is done (its move failed earlier) is moved out, not judged again."""
         stage.drop("d.png", png(rng))
         b = stage.batch("d.png")
-        updates = stage.commit.record(b.scans, b.model)
+        updates = stage.commit.record(b.scans, [b.model] * len(b.scans))
         stage.csv.append("".join(u.csv_line for u in updates))
         stage.ledger.done([updates[0].id], "t")  # as if the rename had failed
         stage.commit.commit(stage.batch("d.png"))

@@ -184,10 +184,9 @@ class Commit(Worker):
             self.log.warning("scan.changed_after_judging", file=printable(r.fingerprint.path), verdict=r.name + ".json",
                              note="not archived; its new content is judged again and that verdict names this one")
 
-    def record(self, scans: list[Scan], model) -> list[Verdict]:
-        """Steps 1 to 3: names reserved, verdict and error files durable, rows `written`. `model`: the
-        model of every scan, or a list with each scan's."""
-        models = model if isinstance(model, list) else [model] * len(scans)
+    def record(self, scans: list[Scan], models: list) -> list[Verdict]:
+        """Steps 1 to 3: names reserved, verdict and error files durable, rows `written`; `models[i]`
+        is the model that judged scans[i] (a group's batches may have been judged by different ones)."""
         rows = self._reserve(scans)
         verdicts, files, dicom = [], [], []
         for scan, row, model in zip(scans, rows, models):

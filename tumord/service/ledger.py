@@ -143,32 +143,26 @@ class Ledger:
                                (os.fsencode(fp.path), fp.ino, fp.sha256))
         return _row(rows[0]) if rows else None
 
-    def stayed(self, path: str) -> str | None:
-        """The name of the latest verdict on `path` if its input stayed because it changed after judging."""
-        rows = self._query("SELECT name, stayed FROM scans WHERE path=? ORDER BY id DESC LIMIT 1", (os.fsencode(path),))
-        return rows[0][0] if rows and rows[0][1] == 1 else None
+    def _query_in(self, sql: str, values: list) -> list:
+        """Rows of `sql`, whose one `{}` becomes a list of placeholders, over every value, in chunks
+        within SQLite's limit on bound parameters."""
+        rows = []
+        for i in range(0, len(values), 500):
+            chunk = values[i:i + 500]
+            rows += self._query(sql.format(",".join("?" * len(chunk))), chunk)
+        return rows
 
     def stayed_many(self, paths: list[str]) -> dict[str, str]:
-        """stayed() for many paths at once: path -> name, for those whose latest verdict stayed."""
-        found = {}
-        for i in range(0, len(paths), 500):  # SQLite's limit on bound parameters
-            chunk = [os.fsencode(p) for p in paths[i:i + 500]]
-            marks = ",".join("?" * len(chunk))
-            for path, name, stayed in self._query(
-                    f"SELECT path, name, stayed FROM scans WHERE id IN (SELECT max(id) FROM scans WHERE path IN "
-                    f"({marks}) GROUP BY path)", chunk):
-                if stayed == 1:
-                    found[os.fsdecode(path)] = name
-        return found
+        """path -> the name of its latest verdict, for those paths whose input stayed because it
+        changed after judging."""
+        rows = self._query_in("SELECT path, name, stayed FROM scans WHERE id IN "
+                              "(SELECT max(id) FROM scans WHERE path IN ({}) GROUP BY path)",
+                              [os.fsencode(p) for p in paths])
+        return {os.fsdecode(path): name for path, name, stayed in rows if stayed == 1}
 
     def names_taken(self, names: list[str]) -> set[str]:
         """Which of `names` the ledger holds."""
-        taken = set()
-        for i in range(0, len(names), 500):
-            chunk = names[i:i + 500]
-            taken.update(r[0] for r in self._query(
-                f"SELECT name FROM scans WHERE name IN ({','.join('?' * len(chunk))})", chunk))
-        return taken
+        return {r[0] for r in self._query_in("SELECT name FROM scans WHERE name IN ({})", names)}
 
     def in_state(self, state: str) -> list[Row]:
         return [_row(r) for r in self._query(f"SELECT {_COLUMNS} FROM scans WHERE state=? ORDER BY id", (state,))]
