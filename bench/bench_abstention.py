@@ -48,9 +48,10 @@ def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
     return roc_auc(np.r_[inside, outside], np.r_[np.zeros(len(inside)), np.ones(len(outside))].astype(bool))
 
 
-def scores(model, images: np.ndarray) -> dict[str, np.ndarray]:
+def scores(model, images: np.ndarray, reference=None) -> dict[str, np.ndarray]:
+    """Each score per image (and the logits), against `reference` or the model file's own."""
     feats, logits = features_and_logits(model.net, images, 64)
-    ref = model.reference
+    ref = reference if reference is not None else model.reference
     return {"knn": ref.score(feats, "knn"), "mahalanobis": ref.score(feats, "mahalanobis"),
             "msp": 1 - softmax(logits / model.temperature).max(axis=1), "logits": logits}
 

@@ -27,27 +27,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_abstention import COVERAGES, accuracy_at, auroc  # noqa: E402
+from bench_abstention import COVERAGES, accuracy_at, auroc, scores as score_all  # noqa: E402
 
 from tumord.abstain.fit import fit_reference  # noqa: E402
 from tumord.config import load_config  # noqa: E402
 from tumord.model import checkpoint  # noqa: E402
-from tumord.model.features import features_and_logits  # noqa: E402
-from tumord.nn.losses import softmax  # noqa: E402
 from tumord.training.cross_source import load_loso, scores  # noqa: E402
 
 DATASETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
 
 
-def _score(model, reference, images: np.ndarray) -> dict[str, np.ndarray]:
-    feats, logits = features_and_logits(model.net, images, 64)
-    return {"knn": reference.score(feats, "knn"), "mahalanobis": reference.score(feats, "mahalanobis"),
-            "msp": 1 - softmax(logits / model.temperature).max(axis=1), "logits": logits}
-
-
 def _part(model, reference, threshold: float, inside: dict, images: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
     """One part of the other source against the model's own test part."""
-    outside = _score(model, reference, images)
+    outside = score_all(model, images, reference)
     correct = outside["logits"].argmax(axis=1) == labels
     accepted = outside["knn"] <= threshold
     out = {
@@ -73,7 +65,7 @@ def measure(run: Path, datasets: Path, cache) -> tuple[dict, dict]:
     reference = fit_reference(model.net, d.images, d.labels, tr, d.images, va)
     threshold = reference.threshold(0.95, "knn")
     own = np.sort(loso.part(source, "test"))
-    inside = _score(model, reference, np.asarray(d.images[own]))
+    inside = score_all(model, np.asarray(d.images[own]), reference)
     out = {"run": result["run"], "trained_on": source, "judged_on": other, "same_source_test": int(len(own)),
            "threshold_knn_95": round(float(threshold), 4),
            "same_source_abstained": round(float((inside["knn"] > threshold).mean()), 4)}
