@@ -146,3 +146,19 @@ def test_a_split_inside_a_pool_task_runs_in_that_task(monkeypatch):
 
     parallel.pool().submit(parallel.run, task, 2).result(timeout=20)
     assert sorted(done) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float64])
+def test_split_network_input_equals_the_unsplit_one(dtype, split):
+    """to_input converts and scales in one pass, in image slices when the products split: the same
+    float32 values, bit for bit, as a cast followed by the scaling, for any slice sizes."""
+    from tumord.model.predict import to_input
+
+    images = np.random.default_rng(3).integers(0, 256, (7, 5, 6)).astype(dtype)
+    expected = images.astype(np.float32)
+    expected *= 1.0 / 255.0
+    for on in (True, False):
+        split(on)
+        x = to_input(images, (1, 5, 6))
+        assert x.dtype == np.float32 and x.shape == (7, 1, 5, 6)
+        np.testing.assert_array_equal(x.reshape(images.shape), expected)
