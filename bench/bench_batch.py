@@ -2,8 +2,8 @@
 
 Each round measures, in an order that rotates from round to round (the machine may be shared, so
 figures are given as min / median / max over the rounds):
-  - ceiling: decoding plus batched prediction in this process, with the service's threads
-    (bench_service.compute_only);
+  - ceiling: the judge's own work (read, hash, decode, input checks, batched prediction, feature
+    distance) in this process, with the service's threads (bench_service.judge_only);
   - burst:   `tumord watch` given all scans at once (bench_service.Service), first to last verdict;
   - batch1 / batch2: `tumord batch` on a LocalCluster of 1 and 2 worker processes (one thread each),
     timed from submitting the chunks to the last row of the table (cluster start-up is reported apart).
@@ -36,7 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_service import Service, compute_only, drop, scan_files  # noqa: E402
+from bench_service import Service, drop, judge_only, scan_files  # noqa: E402
 from common import add_model_and_data_options, blas_report  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
 
@@ -176,7 +176,8 @@ def run(args) -> dict:
 
     def ceiling() -> tuple[float, float]:
         t = time.process_time()
-        rate = compute_only(model, files, WATCH["decode_threads"], WATCH["batch_size"], WATCH["predict_threads"])
+        rate = judge_only(model, files, WATCH["decode_threads"], WATCH["batch_size"],
+                          WATCH["predict_threads"])["scans_per_s"]
         return rate, (time.process_time() - t) / len(files) * 1000  # includes its one warm-up batch
 
     def batch(workers: int) -> tuple[float, float]:

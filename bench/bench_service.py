@@ -6,13 +6,23 @@ the moment it is renamed into input/ (it is written beside the folder first, as 
 would); a verdict is written when the service logs `scan.classified` (after the verdict JSON,
 the CSV row and the archive move are all durable, so the figures are an upper bound).
 In the same run: the decode-only rate (read, decode and resize the same files with as many
-threads as the service uses), decoding plus batched prediction without the service (the
-ceiling for the burst: the service can only add overhead to it; measured right before and right
-after the burst, as the load of a shared machine drifts), and a plain loop that loads
-the model and classifies the same files one by one. The in-process figures use as many BLAS
-and prediction threads as the service (`watch.blas_threads` and `watch.predict_threads`, or
---blas-threads and --predict-threads for both), so they compare like with like; the BLAS kernel
-and thread count are printed.
+threads as the service uses), and a plain loop that loads the model and classifies the same
+files one by one. And two in-process figures, each measured right before and right after the
+burst (the load of a shared machine drifts), in batches of `watch.batch_size`:
+
+- the ceiling for the burst: the judge's own work per scan with no service around it, by the
+  judge code the service and `tumord batch` call (tumord/judge, tumord/abstain): file checks,
+  reading and hashing the bytes (the hash names the verdict), header check, decoding, input
+  checks, resizing, then batched prediction with the feature distance. Every verdict needs all
+  of it; what the service adds (watching, settling, the ledger, verdict files, verdicts.csv,
+  moves, fsyncs, logging, handing scans between threads) is what the burst's share measures;
+- decoding and batched prediction alone (the ceiling before 2026-12-02, which skipped the
+  hashing, the input checks and the feature distance), printed beside it.
+
+The in-process figures use as many BLAS and prediction threads as the service
+(`watch.blas_threads` and `watch.predict_threads`, or --blas-threads and --predict-threads for
+both), so they compare like with like; the BLAS kernel and thread count are printed. The
+service's peak RSS (VmHWM, over its idle drops and the burst) is printed too.
 
 For single scans it also shows where the time goes (medians): found complete (the event and
 the settle window: complete -> handed on), queued, decoding, the rest of classify (waiting for
@@ -47,8 +57,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tumord.abstain.judge import AbstainSettings, judge  # noqa: E402
 from tumord.config import DEFAULTS  # noqa: E402
 from tumord.data.images import IMAGE_SUFFIXES, decode_gray, read_scan, resize  # noqa: E402
+from tumord.judge.safety import check_suffix  # noqa: E402
+from tumord.judge.scan import decode_checked, file_problem, read_hashed  # noqa: E402
 from tumord.model import checkpoint  # noqa: E402
 from tumord.model.registry import current_model_path  # noqa: E402
 from tumord.service.service import limit_blas_threads  # noqa: E402
@@ -86,25 +99,59 @@ def decode_only(files: list[Path], size: int, threads: int) -> float:
     return len(files) / (time.perf_counter() - t)
 
 
-def compute_only(model, files: list[Path], threads: int, batch: int, predict_threads: int) -> float:
-    """Scans per second for decoding (on `threads` threads) plus batched prediction, with no service:
-    the ceiling the service's burst throughput is measured against."""
+def in_process(files: list[Path], threads: int, batch: int, predict_threads: int, per_file, per_batch) -> dict:
+    """Scans per second and CPU ms per scan of per_file(path) on `threads` threads for each batch of
+    files, then per_batch(results, pool of `predict_threads`) on them."""
+    with ThreadPoolExecutor(threads) as pool, ThreadPoolExecutor(predict_threads) as predict:
+        per_batch(list(pool.map(per_file, files[:batch])), predict)  # warm-up
+        t, cpu = time.perf_counter(), time.process_time()
+        for i in range(0, len(files), batch):
+            per_batch(list(pool.map(per_file, files[i:i + batch])), predict)
+        cpu_ms = (time.process_time() - cpu) * 1000 / len(files)
+    return {"scans_per_s": len(files) / (time.perf_counter() - t), "cpu_ms_per_scan": cpu_ms}
+
+
+def decode_and_predict(model, files: list[Path], threads: int, batch: int, predict_threads: int) -> dict:
+    """Decoding and resizing plus batched prediction, nothing else (the ceiling before 2026-12-02)."""
     def one(p):
         return resize(decode_gray(p.read_bytes(), p), model.preprocess)
 
-    with ThreadPoolExecutor(threads) as pool, ThreadPoolExecutor(predict_threads) as predict:
-        model.predict(np.stack(list(pool.map(one, files[:batch]))), pool=predict)  # warm-up
-        t, cpu = time.perf_counter(), time.process_time()
-        for i in range(0, len(files), batch):
-            model.predict(np.stack(list(pool.map(one, files[i:i + batch]))), pool=predict)
-        compute_only.cpu_ms_per_scan = (time.process_time() - cpu) * 1000 / len(files)
-    return len(files) / (time.perf_counter() - t)
+    return in_process(files, threads, batch, predict_threads, one,
+                      lambda images, pool: model.predict(np.stack(images), pool=pool))
+
+
+def judge_only(model, files: list[Path], threads: int, batch: int, predict_threads: int) -> dict:
+    """The judge's own work per scan, with no service around it: the ceiling for the burst (module
+    docstring). The settings are the service's defaults."""
+    watch, settings = DEFAULTS["watch"], AbstainSettings.from_config(DEFAULTS)
+
+    def one(p):
+        path = str(p)
+        problem = file_problem(path, os.lstat(path), None, watch["max_bytes"])
+        if problem is not None:
+            sys.exit(f"bench_service: {path} {problem[0]}")
+        data, _sha256 = read_hashed(path)
+        check_suffix(path)
+        return decode_checked(data, path, model.preprocess, watch["max_pixels"], settings.checks)
+
+    def per_batch(decoded, pool):
+        judge(model, np.stack([image for image, _ in decoded]), [reasons for _, reasons in decoded], settings, pool)
+
+    return in_process(files, threads, batch, predict_threads, one, per_batch)
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The peak resident memory of a process so far (VmHWM, Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def plain_loop(model_path: Path, files: list[Path]) -> dict:
@@ -225,10 +272,10 @@ def run(args) -> dict:
                                         for k in ("found_complete", "queued", "decode", "classify", "to_commit",
                                                   "commit")}
 
-        # the ceiling right before and right after the burst: on a shared machine the load drifts
-        # within minutes, and the burst's share of its ceiling must not measure the drift
-        before = compute_only(model, files, threads, batch, args.predict_threads)
-        ceiling_cpu = compute_only.cpu_ms_per_scan
+        # the ceilings right before and right after the burst (in mirrored order): on a shared machine
+        # the load drifts within minutes, and the burst's share of its ceiling must not measure the drift
+        ceilings = {"judge": [judge_only(model, files, threads, batch, args.predict_threads)],
+                    "decode_and_predict": [decode_and_predict(model, files, threads, batch, args.predict_threads)]}
         service_cpu = cpu_seconds(svc.proc.pid)
         drops = [(f"burst-{i:05d}{p.suffix.lower()}", p) for i, p in enumerate(files)]
         completed = drop(svc, staging, drops)
@@ -239,16 +286,24 @@ def run(args) -> dict:
         result["burst"] = {**percentiles(lat), "scans_per_s": round(len(names) / span, 1),
                            "failed": len([n for n in names if n in svc.failed])}
         service_cpu = (cpu_seconds(svc.proc.pid) - service_cpu) * 1000 / len(names)
-        after = compute_only(model, files, threads, batch, args.predict_threads)
+        result["service_peak_rss_mb"] = round(peak_rss_mb(svc.proc.pid), 1)
+        ceilings["decode_and_predict"].append(decode_and_predict(model, files, threads, batch, args.predict_threads))
+        ceilings["judge"].append(judge_only(model, files, threads, batch, args.predict_threads))
+        rate = {k: (v[0]["scans_per_s"] + v[1]["scans_per_s"]) / 2 for k, v in ceilings.items()}
         # CPU time per scan does not drift with the machine's load as rates do: on a shared machine
-        # it tells what the service adds to decoding and prediction
-        ceiling_cpu = (ceiling_cpu + compute_only.cpu_ms_per_scan) / 2
-        result["cpu_ms_per_scan"] = {"ceiling": round(ceiling_cpu, 2), "service_burst": round(service_cpu, 2),
-                                     "ceiling_share": round(ceiling_cpu / service_cpu, 3)}
-        result["decode_and_predict_scans_per_s"] = round((before + after) / 2, 1)
-        result["ceiling_before_after"] = [round(before, 1), round(after, 1)]
-        result["burst_share_of_ceiling"] = round(result["burst"]["scans_per_s"]
-                                                 / result["decode_and_predict_scans_per_s"], 3)
+        # it tells what the service adds to the judge's work
+        cpu = {k: (v[0]["cpu_ms_per_scan"] + v[1]["cpu_ms_per_scan"]) / 2 for k, v in ceilings.items()}
+        result["cpu_ms_per_scan"] = {"ceiling": round(cpu["judge"], 2),
+                                     "decode_and_predict": round(cpu["decode_and_predict"], 2),
+                                     "service_burst": round(service_cpu, 2),
+                                     "ceiling_share": round(cpu["judge"] / service_cpu, 3)}
+        result["ceiling_scans_per_s"] = round(rate["judge"], 1)
+        result["ceiling_before_after"] = [round(c["scans_per_s"], 1) for c in ceilings["judge"]]
+        result["decode_and_predict_scans_per_s"] = round(rate["decode_and_predict"], 1)
+        result["decode_and_predict_before_after"] = [round(c["scans_per_s"], 1) for c in ceilings["decode_and_predict"]]
+        result["burst_share_of_ceiling"] = round(result["burst"]["scans_per_s"] / rate["judge"], 3)
+        result["burst_share_of_decode_and_predict"] = round(result["burst"]["scans_per_s"]
+                                                            / rate["decode_and_predict"], 3)
         result["service_exit_code"] = svc.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -263,12 +318,18 @@ def print_spread(runs: list[dict]) -> None:
     print(f"model {r['model']['version']} ({r['input_size']}x{r['input_size']}), {r['cores']} cores, data {r['data']}; "
           f"{len(runs)} runs, min-median-max")
     print(f"BLAS: {r['blas']}")
-    rows = [("decode + batched predict, no service (ceiling), scans/s", [x["decode_and_predict_scans_per_s"] for x in runs]),
+    rows = [("ceiling: the judge's work (read, hash, decode, checks, predict, feature distance), no service, "
+             "scans/s", [x["ceiling_scans_per_s"] for x in runs]),
+            ("decode + batched predict only (the old ceiling), scans/s",
+             [x["decode_and_predict_scans_per_s"] for x in runs]),
             (f"service burst N={r['burst']['n']}, scans/s", [x["burst"]["scans_per_s"] for x in runs]),
             ("burst / ceiling", [x["burst_share_of_ceiling"] for x in runs]),
+            ("burst / decode + predict only", [x["burst_share_of_decode_and_predict"] for x in runs]),
             ("CPU per scan, ceiling, ms", [x["cpu_ms_per_scan"]["ceiling"] for x in runs]),
+            ("CPU per scan, decode + predict only, ms", [x["cpu_ms_per_scan"]["decode_and_predict"] for x in runs]),
             ("CPU per scan, service burst, ms", [x["cpu_ms_per_scan"]["service_burst"] for x in runs]),
             ("CPU per scan, ceiling / service", [x["cpu_ms_per_scan"]["ceiling_share"] for x in runs]),
+            ("service peak RSS (idle drops and burst), MB", [x["service_peak_rss_mb"] for x in runs]),
             ("service idle p50, ms", [x["idle"]["p50_ms"] for x in runs]),
             ("service idle p95, ms", [x["idle"]["p95_ms"] for x in runs])]
     for k in r.get("idle_stages_ms", {}):
@@ -306,17 +367,22 @@ def main() -> None:
           f"{r['predict_threads']}): {r['blas']}")
     print(f"decode only ({r['decode_threads']} threads): {r['decode_only_scans_per_s']} scans/s "
           f"(1 thread: {r['decode_only_1_thread_scans_per_s']})")
-    print(f"decode + batched predict, no service: {r['decode_and_predict_scans_per_s']} scans/s "
-          f"(batch {r['batch_size']}; the ceiling for the burst, mean of right before and right after it: "
-          f"{r['ceiling_before_after']})")
+    print(f"ceiling, the judge's work with no service: {r['ceiling_scans_per_s']} scans/s (read, hash, decode, "
+          f"checks, batched predict, feature distance; batch {r['batch_size']}; mean of right before and right "
+          f"after the burst: {r['ceiling_before_after']})")
+    print(f"decode + batched predict only (the old ceiling): {r['decode_and_predict_scans_per_s']} scans/s "
+          f"({r['decode_and_predict_before_after']})")
     print(f"plain loop, one by one:    {p['scans_per_s']} scans/s (model load {p['load_s']} s)")
     print(f"service burst N={b['n']}:    {b['scans_per_s']} scans/s; complete -> verdict p50 {b['p50_ms']} ms, "
           f"p95 {b['p95_ms']} ms, max {b['max_ms']} ms; failed {b['failed']}")
     print(f"service idle N=1 (x{i['n']}):  p50 {i['p50_ms']} ms, p95 {i['p95_ms']} ms, max {i['max_ms']} ms")
     if "idle_stages_ms" in r:
         print("  where the time goes (medians, ms): " + ", ".join(f"{k} {v}" for k, v in r["idle_stages_ms"].items()))
-    print(f"burst / ceiling: {r['burst_share_of_ceiling']:.0%}; CPU per scan: ceiling {r['cpu_ms_per_scan']['ceiling']} "
-          f"ms, service {r['cpu_ms_per_scan']['service_burst']} ms ({r['cpu_ms_per_scan']['ceiling_share']:.0%})")
+    c = r["cpu_ms_per_scan"]
+    print(f"burst / ceiling: {r['burst_share_of_ceiling']:.0%} (/ decode + predict only: "
+          f"{r['burst_share_of_decode_and_predict']:.0%}); CPU per scan: ceiling {c['ceiling']} ms, decode + predict "
+          f"only {c['decode_and_predict']} ms, service {c['service_burst']} ms ({c['ceiling_share']:.0%})")
+    print(f"service peak RSS (idle drops and burst): {r['service_peak_rss_mb']} MB")
     print(f"service exit code after SIGTERM: {r['service_exit_code']}")
 
 

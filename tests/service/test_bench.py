@@ -9,7 +9,7 @@ from tests.synthetic import tiny_model, write_dataset
 
 
 def test_benchmark_reports_every_figure(tmp_path):
-    """The benchmark prints throughput, latencies, the decode-only rate and the plain loop's rate."""
+    """The benchmark prints throughput, latencies, the decode-only rate, the plain loop's rate and peak RSS."""
     tiny_model(tmp_path / "model.npz", size=32)
     write_dataset(tmp_path / "data", per_class=10, size=64)
     cmd = [sys.executable, str(REPO / "bench" / "bench_service.py"), "--model", str(tmp_path / "model.npz"),
@@ -25,6 +25,11 @@ def test_benchmark_reports_every_figure(tmp_path):
     assert set(out["idle_stages_ms"]) == {"found_complete", "queued", "decode", "classify", "to_commit", "commit"}
     assert out["idle_stages_ms"]["commit"] > 0 and out["burst_share_of_ceiling"] > 0
     assert out["cpu_ms_per_scan"]["service_burst"] > 0 and out["cpu_ms_per_scan"]["ceiling_share"] > 0
+    # two in-process figures: the judge's whole work per scan (the ceiling) and decoding + prediction alone
+    assert out["ceiling_scans_per_s"] > 0 and len(out["ceiling_before_after"]) == 2
+    assert out["decode_and_predict_scans_per_s"] > 0 and out["burst_share_of_decode_and_predict"] > 0
+    assert out["cpu_ms_per_scan"]["ceiling"] > 0 and out["cpu_ms_per_scan"]["decode_and_predict"] > 0
+    assert out["service_peak_rss_mb"] > 0
     # the in-process figures ran with the service's BLAS thread cap (the default: one thread)
     assert out["blas_threads"] == 1 and "threads=1" in out["blas"]
 

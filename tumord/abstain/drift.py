@@ -19,6 +19,7 @@ class AbstentionTracker:
         self.recent: deque[tuple[bool, float | None]] = deque(maxlen=window)
         self.alarm_share, self.min_scans, self.log = alarm_share, min(min_scans, window), log
         self.abstained = 0
+        self.in_window = 0  # abstentions among `recent`, kept as scans come and go (not summed per scan)
         self.alarm = False
         self.lock = threading.Lock()
 
@@ -29,9 +30,14 @@ class AbstentionTracker:
                              feature_distance=judgement.distance, threshold=judgement.threshold)
         with self.lock:
             self.abstained += judgement.abstained
+            if len(self.recent) == self.recent.maxlen:
+                self.in_window -= self.recent[0][0]  # about to leave the window
             self.recent.append((judgement.abstained, judgement.relative_distance))
-            share, mean = self._window()
+            self.in_window += judgement.abstained
+            share = self.in_window / len(self.recent)
             was, self.alarm = self.alarm, len(self.recent) >= self.min_scans and share > self.alarm_share
+            if self.alarm != was:
+                share, mean = self._window()
         if self.alarm and not was:
             self.log.warning("drift.alarm", abstained_share=round(share, 3), scans=len(self.recent),
                              mean_relative_distance=mean, alarm_share=self.alarm_share, advice=ADVICE)
@@ -41,7 +47,7 @@ class AbstentionTracker:
     def _window(self) -> tuple[float, float | None]:
         if not self.recent:
             return 0.0, None
-        share = sum(a for a, _ in self.recent) / len(self.recent)
+        share = self.in_window / len(self.recent)
         d = [r for _, r in self.recent if r is not None]
         return share, (round(sum(d) / len(d), 3) if d else None)
 

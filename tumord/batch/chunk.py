@@ -24,7 +24,7 @@ from tumord.data.images import ImageError
 from tumord.judge import record as records
 from tumord.judge.record import base_name, csv_cells, csv_columns, csv_row, utc_now
 from tumord.judge.safety import check_suffix
-from tumord.judge.scan import decode_checked, file_problem
+from tumord.judge.scan import decode_checked, file_problem, read_hashed
 from tumord.batch import store
 
 PLUGIN = "tumord-model"
@@ -166,12 +166,10 @@ def _read(path: str, shown: str, job: Job, folder: Path) -> _Scan:
         scan.error = f"{shown} {problem[0]}"  # batch does not wait for permissions to change
         return scan
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data, scan.sha256 = read_hashed(path)
     except OSError as e:
         scan.error = f"{shown} cannot be read ({e.strerror})"
         return scan
-    scan.sha256 = hashlib.sha256(data).hexdigest()
     scan.base = base_name(shown, scan.sha256, scan.received_at)
     scan.done = store.find(folder, scan.base, shown)
     if scan.done is not None:

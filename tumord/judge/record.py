@@ -15,12 +15,17 @@ import csv
 import io
 import json
 import os
-import unicodedata
+import re
 from datetime import datetime, timezone
 
 import numpy as np
 
 from tumord import __version__
+
+
+# Unicode's control characters (category Cc): U+0000-U+001F and U+007F-U+009F
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_TAB = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 def utc_now() -> str:
@@ -37,7 +42,7 @@ def base_name(rel_path: str, sha256: str | None, received_at: str) -> str:
     """`<stem>.<sha256[:12]>`, safe as a file name; a file whose bytes were never read (a folder,
     a link out of the folder, an oversized file) uses its received time instead of the hash."""
     stem = os.path.splitext(os.path.basename(printable(rel_path)))[0] or "scan"
-    stem = "".join("_" if unicodedata.category(c) == "Cc" else c for c in stem)
+    stem = _CONTROL.sub("_", stem)
     while len(stem.encode()) > 150:  # room for the suffixes within the 255-byte name limit
         stem = stem[:-1]
     tag = sha256[:12] if sha256 else received_at.replace("-", "").replace(":", "").replace(".", "")
@@ -118,7 +123,7 @@ def neutralize(value) -> str:
     if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
         text = "'" + text
     # no line breaks inside a row: a line is then always a whole row, which crash repair relies on
-    return "".join("\ufffd" if unicodedata.category(c) == "Cc" and c != "\t" else c for c in text)
+    return _CONTROL_BUT_TAB.sub("\ufffd", text)
 
 
 def csv_row(cells: list) -> str:

@@ -5,6 +5,7 @@ records it as the scan's error, or (the service) tries again later, and goes on 
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 
@@ -34,6 +35,13 @@ def file_problem(path: str, lst: os.stat_result, root: str | None, max_bytes: in
     if st.st_size > max_bytes:
         return f"is {st.st_size / 2**20:.0f} MiB; the limit is {max_bytes / 2**20:.0f} MiB", False
     return None
+
+
+def read_hashed(path: str) -> tuple[bytes, str]:
+    """The file's bytes and their SHA-256 (hex), which names its verdict; raises OSError."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return data, hashlib.sha256(data).hexdigest()
 
 
 def decode_checked(data: bytes, shown: str, preprocess: Preprocess, max_pixels: int,

@@ -13,7 +13,6 @@ unchanged and still does not decode is failed. No partial image is ever classifi
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import queue
 import stat
@@ -28,7 +27,7 @@ from tumord.abstain.judge import AbstainSettings, judge
 from tumord.data.dicom import gray_frames, is_dicom
 from tumord.data.images import ImageError, resize
 from tumord.judge import safety
-from tumord.judge.scan import decode_checked, file_problem
+from tumord.judge.scan import decode_checked, file_problem, read_hashed
 from tumord.model.checkpoint import Classifier
 from tumord.model.explain import explanation_png
 from tumord.service.events import NO_EVENTS
@@ -89,8 +88,7 @@ def prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
         return _retry_or_fail(scan, limits, reason, UNREADABLE_ADVICE) if unreadable else fail(reason)
     try:
         before = signature(path) if not stat.S_ISLNK(lst.st_mode) else None
-        with open(path, "rb") as f:
-            data = f.read()
+        data, sha256 = read_hashed(path)
         if before is not None and signature(path) != before:
             scan.changed = True
             return scan
@@ -98,7 +96,7 @@ def prepare(ready: Ready, root: str, model: Classifier, limits: Limits) -> Scan:
         if e.errno in (errno.EACCES, errno.EPERM):
             return _retry_or_fail(scan, limits, f"cannot be read ({e.strerror})", UNREADABLE_ADVICE)
         return fail(f"cannot be read ({e.strerror})")
-    scan.fingerprint = Fingerprint.of(rel, lst, hashlib.sha256(data).hexdigest())
+    scan.fingerprint = Fingerprint.of(rel, lst, sha256)
     dicom = is_dicom(data)  # recognised by content, with or without a .dcm name
     try:
         if not dicom:
