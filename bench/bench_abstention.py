@@ -4,7 +4,8 @@
     python bench/bench_abstention.py [--model FILE] [--datasets ../shared/datasets] [--plot FILE.png]
 
 Scores compared: k-NN distance and class Mahalanobis distance on the pooled features (both stored
-in the model file), and 1 - the maximum softmax probability (MSP), the usual baseline.
+in the model file), the two combined (abstain.method combined: the mean of their surprises against
+the validation scans), and 1 - the maximum softmax probability (MSP), the usual baseline.
 - Far-out AUROC: each kind of generated input (bench/farout.py) against the held-out test split
   of the binary set. "decision" is what the service does: input checks, then the k-NN threshold.
 - Other source: the 4-class set (train and test folders, glioma/meningioma/pituitary = tumor,
@@ -40,6 +41,7 @@ from tumord.nn.losses import softmax  # noqa: E402
 from tumord.training.metrics import roc_auc  # noqa: E402
 
 COVERAGES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+SCORES = ("knn", "mahalanobis", "combined", "msp")
 REFUSED = 1e6  # score of a scan the input checks refuse: above any distance
 
 
@@ -52,7 +54,7 @@ def scores(model, images: np.ndarray, reference=None) -> dict[str, np.ndarray]:
     """Each score per image (and the logits), against `reference` or the model file's own."""
     feats, logits = features_and_logits(model.net, images, 64)
     ref = reference if reference is not None else model.reference
-    return {"knn": ref.score(feats, "knn"), "mahalanobis": ref.score(feats, "mahalanobis"),
+    return {**{m: ref.score(feats, m) for m in SCORES if m != "msp"},
             "msp": 1 - softmax(logits / model.temperature).max(axis=1), "logits": logits}
 
 
@@ -62,19 +64,22 @@ def accuracy_at(score: np.ndarray, correct: np.ndarray, coverage: float) -> floa
 
 
 def far_out(model, test_images: np.ndarray, inside: dict, threshold: float) -> dict:
-    """`decision` is the service's with abstain.method knn (input checks, then the distance), and
-    `decision_mahalanobis` with abstain.method mahalanobis."""
+    """`decision` is the service's with abstain.method knn (input checks, then the distance),
+    `decision_mahalanobis` and `decision_combined` with those methods."""
     checks, rng = InputChecks(), np.random.default_rng(0)
-    result, pooled = {}, {k: [] for k in ("knn", "mahalanobis", "msp", "decision", "decision_mahalanobis")}
+    combined = model.reference.threshold(0.95, "combined")
+    result, pooled = {}, {k: [] for k in (*SCORES, "decision", "decision_mahalanobis", "decision_combined")}
     for kind, raws in farout.all_kinds(rng, test_images).items():
         refused = np.array([bool(checks.reasons(r)) for r in raws])
         gray = np.stack([resize(to_gray_uint8(r), model.preprocess) for r in raws])
         s = scores(model, gray)
         s["decision"] = np.where(refused, REFUSED, s["knn"])
         s["decision_mahalanobis"] = np.where(refused, REFUSED, s["mahalanobis"])
+        s["decision_combined"] = np.where(refused, REFUSED, s["combined"])
         result[kind] = {"n": len(raws), **{k: round(auroc(inside[k], s[k]), 4) for k in pooled},
                         "refused_by_checks": round(float(refused.mean()), 3),
-                        "abstained": round(float(((s["knn"] > threshold) | refused).mean()), 3)}
+                        "abstained": round(float(((s["knn"] > threshold) | refused).mean()), 3),
+                        "abstained_combined": round(float(((s["combined"] > combined) | refused).mean()), 3)}
         for k in pooled:
             pooled[k].append(s[k])
     result["all"] = {"n": sum(r["n"] for r in result.values()),
@@ -93,13 +98,13 @@ def other_source(model, root: Path, train_thumbs: np.ndarray, inside: dict, thre
     return {
         "files": len(files), "near_duplicates_removed": int((~keep).sum()), "n": int(keep.sum()),
         "accuracy": round(float(correct.mean()), 4),
-        "auroc_vs_binary_test": {k: round(auroc(inside[k], s[k]), 4) for k in ("knn", "mahalanobis", "msp")},
+        "auroc_vs_binary_test": {k: round(auroc(inside[k], s[k]), 4) for k in SCORES},
         "abstained_at_threshold": round(float(1 - accepted.mean()), 4),
         "accuracy_accepted": round(float(correct[accepted].mean()), 4),
         "accuracy_abstained": round(float(correct[~accepted].mean()), 4) if (~accepted).any() else None,
         "risk_coverage": {k: {f"{c:.1f}": round(accuracy_at(s[k], correct, c), 4) for c in COVERAGES}
-                          for k in ("knn", "mahalanobis", "msp")},
-        "_curves": {k: s[k] for k in ("knn", "mahalanobis", "msp")}, "_correct": correct,
+                          for k in SCORES},
+        "_curves": {k: s[k] for k in SCORES}, "_correct": correct,
     }
 
 
@@ -160,6 +165,7 @@ def main() -> None:
     inside = scores(model, np.asarray(test_images))
     inside["decision"] = inside["knn"]  # every test scan passes the input checks (docs/abstention.md)
     inside["decision_mahalanobis"] = inside["mahalanobis"]
+    inside["decision_combined"] = inside["combined"]
     threshold = model.reference.threshold(0.95, "knn")
     far = far_out(model, np.asarray(test_images), inside, threshold)
     if report["summary"].get("extra_training_data"):  # it trained on the 4-class set too: no other source left
@@ -172,6 +178,8 @@ def main() -> None:
         other_part = {k: v for k, v in other.items() if not k.startswith("_")}
     out = {"model": model.identity["version"], "threshold_knn_95": round(threshold, 4),
            "binary_test_abstained": round(float((inside["knn"] > threshold).mean()), 4),
+           "binary_test_abstained_combined": round(float((inside["combined"] > model.reference.threshold(
+               0.95, "combined")).mean()), 4),
            "far_out": far, "other_source": other_part,
            "ms_per_scan": cost(model), "seconds": round(time.monotonic() - started, 1)}
     print(json.dumps(out, indent=1))

@@ -8,10 +8,11 @@ is fitted as `tumord train` fits it (training part's pooled features, threshold 
 validation part), from the same joint split; then the other source's test part, less every scan
 nearly duplicating one the model trained or was validated on, is scored against the model's own
 test part:
-- AUROC of each score (k-NN, class Mahalanobis, 1 - max softmax) telling the other source from
-  the same source;
+- AUROC of each score (k-NN, class Mahalanobis, the two combined, 1 - max softmax) telling the
+  other source from the same source;
 - accuracy on the accepted scans against the share accepted (risk-coverage), and what the
-  service's threshold (95% of the source's validation scans accepted) does.
+  service's threshold (95% of the source's validation scans accepted) does, for k-NN and combined.
+A run trained with --hold-out-shared gets its reference from the training part it trained on.
 Needs ../shared/datasets.
 """
 from __future__ import annotations
@@ -27,7 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_abstention import COVERAGES, accuracy_at, auroc, scores as score_all  # noqa: E402
+from bench_abstention import COVERAGES, SCORES, accuracy_at, auroc, scores as score_all  # noqa: E402
+from cross_source import hold_out_shared  # noqa: E402
 
 from tumord.abstain.fit import fit_reference  # noqa: E402
 from tumord.config import load_config  # noqa: E402
@@ -37,21 +39,21 @@ from tumord.training.cross_source import load_loso, scores  # noqa: E402
 DATASETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
 
 
-def _part(model, reference, threshold: float, inside: dict, images: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
+def _part(model, reference, thresholds: dict, inside: dict, images: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
     """One part of the other source against the model's own test part."""
     outside = score_all(model, images, reference)
     correct = outside["logits"].argmax(axis=1) == labels
-    accepted = outside["knn"] <= threshold
-    out = {
-        "n": int(len(labels)), "figures": scores(outside["logits"], labels, model.temperature),
-        "auroc_other_vs_same": {k: round(auroc(inside[k], outside[k]), 4) for k in ("knn", "mahalanobis", "msp")},
-        "abstained_at_threshold": round(float(1 - accepted.mean()), 4),
-        "accuracy_overall": round(float(correct.mean()), 4),
-        "accuracy_accepted": round(float(correct[accepted].mean()), 4) if accepted.any() else None,
-        "risk_coverage": {k: {f"{c:.1f}": round(accuracy_at(outside[k], correct, c), 4) for c in COVERAGES}
-                          for k in ("knn", "mahalanobis", "msp")},
-    }
-    return out, {"curves": {k: outside[k] for k in ("knn", "mahalanobis", "msp")}, "correct": correct}
+    out = {"n": int(len(labels)), "figures": scores(outside["logits"], labels, model.temperature),
+           "auroc_other_vs_same": {k: round(auroc(inside[k], outside[k]), 4) for k in SCORES},
+           "accuracy_overall": round(float(correct.mean()), 4)}
+    for method, threshold in thresholds.items():
+        accepted = outside[method] <= threshold
+        out[f"{method}_abstained_at_threshold"] = round(float(1 - accepted.mean()), 4)
+        out[f"{method}_accuracy_accepted"] = round(float(correct[accepted].mean()), 4) if accepted.any() else None
+    out["risk_coverage"] = {k: {f"{c:.1f}": round(accuracy_at(outside[k], correct, c), 4) for c in COVERAGES}
+                            for k in SCORES}
+    out["gain_at_0.7"] = {k: round(out["risk_coverage"][k]["0.7"] - out["accuracy_overall"], 4) for k in SCORES}
+    return out, {"curves": {k: outside[k] for k in SCORES}, "correct": correct}
 
 
 def measure(run: Path, datasets: Path, cache) -> tuple[dict, dict]:
@@ -62,17 +64,20 @@ def measure(run: Path, datasets: Path, cache) -> tuple[dict, dict]:
     loso = load_loso(datasets, model.preprocess, cache)
     d, other = loso.data, loso.other(source)
     tr, va = loso.part(source, "train"), loso.part(source, "val")
+    held = model.meta.get("training", {}).get("hold_out_shared")
+    if held:  # as bench/cross_source.py trained it: without a share of the groups both sources hold
+        tr, _ = hold_out_shared(loso, tr, held)
     reference = fit_reference(model.net, d.images, d.labels, tr, d.images, va)
-    threshold = reference.threshold(0.95, "knn")
+    thresholds = {m: reference.threshold(0.95, m) for m in ("knn", "combined")}
     own = np.sort(loso.part(source, "test"))
     inside = score_all(model, np.asarray(d.images[own]), reference)
     out = {"run": result["run"], "trained_on": source, "judged_on": other, "same_source_test": int(len(own)),
-           "threshold_knn_95": round(float(threshold), 4),
-           "same_source_abstained": round(float((inside["knn"] > threshold).mean()), 4)}
+           **{f"threshold_{m}_95": round(float(t), 4) for m, t in thresholds.items()},
+           **{f"same_source_abstained_{m}": round(float((inside[m] > t).mean()), 4) for m, t in thresholds.items()}}
     raw = {}
     for part, idx in loso.judged_parts(other, tr, va).items():  # as bench/cross_source.py judges recipes
         idx = np.sort(idx)
-        out[f"{other} {part}"], raw[part] = _part(model, reference, threshold, inside,
+        out[f"{other} {part}"], raw[part] = _part(model, reference, thresholds, inside,
                                                   np.asarray(d.images[idx]), d.labels[idx])
     return out, raw["test"]
 

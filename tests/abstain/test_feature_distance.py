@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tumord.nn.feature_distance import build, knn_distance, normalize
+from tumord.nn.feature_distance import build, knn_distance, normalize, surprise
 
 RNG = np.random.default_rng(0)
 
@@ -43,3 +43,53 @@ def test_a_share_outside_zero_to_one_and_an_unknown_method_are_refused():
         ref.threshold(1.5)
     with pytest.raises(ValueError, match="unknown scoring method 'vim'"):
         ref.score(train, "vim")
+
+
+def test_surprise_is_minus_log_of_the_share_of_validation_scores_at_least_as_far():
+    val = np.sort(np.random.default_rng(4).exponential(1.0, 4000))  # share at least s: exp(-s)
+    s = np.array([0.0, 0.7, 1.5, 2.3, 3.0, 5.0, 12.0])  # the last two past every validation score but a few
+    assert surprise(val, s) == pytest.approx(s, abs=0.12, rel=0.05)  # empirical below the tail, the fitted tail beyond
+    far = surprise(val, np.array([val[-1], val[-1] + 1, val[-1] + 10]))
+    assert far[0] < far[1] < far[2]  # no tie at 1/n past the farthest validation scan
+
+
+def test_the_combined_score_is_the_mean_of_the_two_surprises_whatever_each_distance_s_scale():
+    train, labels = clusters(400, 1)
+    val, _ = clusters(200, 2)
+    ref = build(train, labels, val, 2, k=1)
+    probe = np.r_[clusters(20, 3)[0], RNG.normal(0, 1, (5, 16)) * 3 + np.r_[[-6.0] * 16]]
+    expected = (surprise(ref.val_scores["knn"], ref.score(probe, "knn"))
+                + surprise(ref.val_scores["mahalanobis"], ref.score(probe, "mahalanobis"))) / 2
+    assert ref.score(probe, "combined") == pytest.approx(expected, rel=1e-6)
+    ref.val_scores["mahalanobis"] = ref.val_scores["mahalanobis"] * 1000  # a distance in other units...
+    ref.precision = ref.precision * 1e6
+    assert ref.score(probe, "combined") == pytest.approx(expected, rel=1e-4)  # ...changes nothing
+
+
+def test_combined_lets_about_the_chosen_share_through_and_catches_what_only_one_distance_sees():
+    train, labels = clusters(600, 1)
+    val, _ = clusters(400, 2)
+    ref = build(train, labels, val, 2, k=1)
+    threshold = ref.threshold(0.95, "combined")
+    assert np.mean(ref.score(val, "combined") <= threshold) == pytest.approx(0.95, abs=0.01)
+    fresh, _ = clusters(500, 3)
+    assert np.mean(ref.score(fresh, "combined") > threshold) < 0.08
+    # a class's own features scaled up 3x: the same direction, so k-NN on unit vectors sees a typical
+    # scan, while the Mahalanobis distance is far past anything in validation
+    scaled = 3 * clusters(10, 4)[0]
+    assert np.all(ref.score(scaled, "knn") <= ref.threshold(0.95, "knn"))
+    assert np.all(ref.score(scaled, "combined") > threshold)
+    outliers = RNG.normal(0, 1, (50, 16)) * 3 + np.r_[[-6.0] * 16]
+    assert np.all(ref.score(outliers, "combined") > threshold)
+
+
+def test_a_reference_without_combined_validation_scores_lets_at_least_the_share_through():
+    """Files made before `combined` keep only each distance's sorted scores: the threshold is where
+    each distance alone would stand at its own, which lets more through, never fewer."""
+    train, labels = clusters(600, 1)
+    val, _ = clusters(400, 2)
+    ref = build(train, labels, val, 2, k=1)
+    exact = ref.threshold(0.95, "combined")
+    del ref.val_scores["combined"]
+    assert ref.threshold(0.95, "combined") == pytest.approx(-np.log(0.05)) and ref.threshold(0.95, "combined") > exact
+    assert np.mean(ref.score(val, "combined") <= ref.threshold(0.95, "combined")) >= 0.95

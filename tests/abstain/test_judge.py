@@ -59,6 +59,17 @@ def test_the_mahalanobis_method_is_a_setting(model):
     assert j.method == "mahalanobis" and j.fields()["feature_distance"]["method"] == "mahalanobis"
 
 
+def test_the_combined_method_is_a_setting_and_says_so_in_the_verdict(model):
+    assert load_config(None, ["abstain.method=combined"])["abstain"]["method"] == "combined"
+    settings = AbstainSettings(method="combined")
+    (far,) = judge(model, text_frames(1), None, settings)
+    assert far.abstained and far.reasons[-1].startswith("unlike the training scans (combined feature score")
+    assert far.fields()["feature_distance"]["method"] == "combined"
+    assert far.threshold == pytest.approx(model.reference.threshold(0.95, "combined"))
+    fresh = judge(model, scans(60, 99)[0], None, settings)
+    assert np.mean([j.abstained for j in fresh]) <= 0.15
+
+
 def test_an_accept_share_outside_zero_to_one_and_an_unknown_method_are_config_errors():
     with pytest.raises(ConfigError, match="abstain.accept_share = 95"):
         load_config(None, ["abstain.accept_share=95"])

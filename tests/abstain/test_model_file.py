@@ -46,11 +46,12 @@ def test_an_old_model_file_without_a_reference_loads_and_does_not_score(tmp_path
     assert j.distance is None and not j.abstained and j.fields()["feature_distance"] is None
 
 
-def test_an_altered_reference_is_refused_by_its_hash(tmp_path):
+@pytest.mark.parametrize("name", ["abstain.val_knn", "abstain.val_combined"])
+def test_an_altered_reference_is_refused_by_its_hash(tmp_path, name):
     cnn_model(tmp_path / "m.npz")
 
     def shift(arrays, meta):
-        arrays["abstain.val_knn"] = arrays["abstain.val_knn"] * 10  # would let everything through
+        arrays[name] = arrays[name] * 10  # would let everything through
 
     rewrite(tmp_path / "m.npz", shift)
     with pytest.raises(CheckpointError, match="abstention reference arrays do not match their recorded SHA-256"):
@@ -66,3 +67,38 @@ def test_reference_arrays_without_their_metadata_or_the_reverse_are_refused(tmp_
     rewrite(tmp_path / "b.npz", lambda arrays, meta: arrays.pop("abstain.bank"))
     with pytest.raises(CheckpointError, match="abstention reference"):
         checkpoint.load(tmp_path / "b.npz")
+
+
+def _rehashed(arrays, meta):
+    """As a writer would have hashed the reference arrays it wrote."""
+    meta["abstain"]["sha256"] = checkpoint.weights_sha256({k: v for k, v in arrays.items() if k.startswith("abstain.")})
+
+
+def test_a_file_made_before_the_combined_score_still_scores_it(tmp_path):
+    """Such files keep only the two distances' sorted validation scores."""
+    model = cnn_model(tmp_path / "m.npz")
+
+    def older(arrays, meta):
+        arrays.pop("abstain.val_combined")
+        meta["abstain"]["methods"] = ["knn", "mahalanobis"]
+        _rehashed(arrays, meta)
+
+    rewrite(tmp_path / "m.npz", older)
+    old = checkpoint.load(tmp_path / "m.npz")
+    images, _ = scans(6, 7)
+    np.testing.assert_allclose(old.reference.score(old.reference.bank.astype(np.float32), "combined"),
+                               model.reference.score(model.reference.bank.astype(np.float32), "combined"))
+    assert old.reference.threshold(0.95, "combined") == pytest.approx(-np.log(0.05))
+    assert judge(old, images, None)[0].distance is not None
+
+
+def test_a_combined_score_list_that_does_not_fit_the_others_is_refused(tmp_path):
+    cnn_model(tmp_path / "m.npz")
+
+    def short(arrays, meta):
+        arrays["abstain.val_combined"] = arrays["abstain.val_combined"][:-3]
+        _rehashed(arrays, meta)
+
+    rewrite(tmp_path / "m.npz", short)
+    with pytest.raises(CheckpointError, match="validation score lists of different lengths"):
+        checkpoint.load(tmp_path / "m.npz")

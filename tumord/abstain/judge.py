@@ -13,6 +13,7 @@ import numpy as np
 
 from tumord.abstain.checks import InputChecks
 from tumord.model.features import features_and_logits
+from tumord.nn.feature_distance import COMBINED
 from tumord.nn.losses import softmax
 
 
@@ -68,6 +69,7 @@ def judge(model, images: np.ndarray, check_reasons: list[list[str]] | None = Non
     for p, r, d in zip(probs, check_reasons, distances):
         reasons = list(r)
         if d > threshold:
-            reasons.append(f"unlike the training scans (feature distance {d:.3f} > {threshold:.3f})")
+            what = "combined feature score" if settings.method == COMBINED else "feature distance"
+            reasons.append(f"unlike the training scans ({what} {d:.3f} > {threshold:.3f})")
         out.append(Judgement(p, reasons, float(d), threshold, settings.method))
     return out
