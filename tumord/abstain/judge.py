@@ -65,11 +65,11 @@ def judge(model, images: np.ndarray, check_reasons: list[list[str]] | None = Non
         return [Judgement(p, list(r) if settings.enabled else []) for p, r in zip(probs, check_reasons)]
     distances = ref.score(feats, settings.method)
     threshold = ref.threshold(settings.accept_share, settings.method)
+    what = "combined feature score" if settings.method == COMBINED else "feature distance"
     out = []
     for p, r, d in zip(probs, check_reasons, distances):
         reasons = list(r)
         if d > threshold:
-            what = "combined feature score" if settings.method == COMBINED else "feature distance"
             reasons.append(f"unlike the training scans ({what} {d:.3f} > {threshold:.3f})")
         out.append(Judgement(p, reasons, float(d), threshold, settings.method))
     return out

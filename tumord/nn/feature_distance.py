@@ -52,8 +52,12 @@ class Reference:
         if method == "mahalanobis":
             return mahalanobis_distance(f, self.means, self.precision)
         if method == COMBINED:
-            return np.mean([surprise(self.val_scores[m], self.score(f, m)) for m in METHODS], axis=0)
+            return self.combine({m: self.score(f, m) for m in METHODS})
         raise ValueError(f"unknown scoring method {method!r}; expected one of {', '.join(CHOICES)}")
+
+    def combine(self, distances: dict[str, np.ndarray]) -> np.ndarray:
+        """The combined score of scans from each method's distances of them: the mean surprise."""
+        return np.mean([surprise(self.val_scores[m], distances[m]) for m in METHODS], axis=0)
 
     def threshold(self, accept_share: float, method: str = "knn") -> float:
         """The distance below which `accept_share` of the validation scans fall."""
@@ -144,6 +148,7 @@ def build(train_features: np.ndarray, train_labels: np.ndarray, val_features: np
         unit = unit[np.sort(np.random.default_rng(seed).choice(len(unit), MAX_BANK, replace=False))]
     ref = Reference(unit.astype(np.float16), means.astype(np.float32), precision.astype(np.float32), {},
                     min(k, len(unit)))
-    ref.val_scores = {m: np.sort(ref.score(val_features, m)).astype(np.float32) for m in METHODS}
-    ref.val_scores[COMBINED] = np.sort(ref.score(val_features, COMBINED)).astype(np.float32)  # needs the two above
+    distances = {m: ref.score(val_features, m) for m in METHODS}  # each computed once
+    ref.val_scores = {m: np.sort(distances[m]).astype(np.float32) for m in METHODS}
+    ref.val_scores[COMBINED] = np.sort(ref.combine(distances)).astype(np.float32)  # reads the two lists above
     return ref
