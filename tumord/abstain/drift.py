@@ -36,8 +36,7 @@ class AbstentionTracker:
             self.in_window += judgement.abstained
             share = self.in_window / len(self.recent)
             was, self.alarm = self.alarm, len(self.recent) >= self.min_scans and share > self.alarm_share
-            if self.alarm != was:
-                share, mean = self._window()
+            mean = self._mean() if self.alarm != was else None  # only an alarm's log line needs it
         if self.alarm and not was:
             self.log.warning("drift.alarm", abstained_share=round(share, 3), scans=len(self.recent),
                              mean_relative_distance=mean, alarm_share=self.alarm_share, advice=ADVICE)
@@ -47,9 +46,11 @@ class AbstentionTracker:
     def _window(self) -> tuple[float, float | None]:
         if not self.recent:
             return 0.0, None
-        share = self.in_window / len(self.recent)
+        return self.in_window / len(self.recent), self._mean()
+
+    def _mean(self) -> float | None:
         d = [r for _, r in self.recent if r is not None]
-        return share, (round(sum(d) / len(d), 3) if d else None)
+        return round(sum(d) / len(d), 3) if d else None
 
     def snapshot(self) -> dict:
         with self.lock:
