@@ -37,6 +37,7 @@ from tumord.data.images import IMAGE_SUFFIXES, resize, to_gray_uint8  # noqa: E4
 from tumord.model import checkpoint  # noqa: E402
 from tumord.model.features import features_and_logits  # noqa: E402
 from tumord.model.registry import current_model_path  # noqa: E402
+from tumord.nn.feature_distance import METHODS  # noqa: E402
 from tumord.nn.losses import softmax  # noqa: E402
 from tumord.training.metrics import roc_auc  # noqa: E402
 
@@ -54,7 +55,8 @@ def scores(model, images: np.ndarray, reference=None) -> dict[str, np.ndarray]:
     """Each score per image (and the logits), against `reference` or the model file's own."""
     feats, logits = features_and_logits(model.net, images, 64)
     ref = reference if reference is not None else model.reference
-    return {**{m: ref.score(feats, m) for m in SCORES if m != "msp"},
+    distances = {m: ref.score(feats, m) for m in METHODS}
+    return {**distances, "combined": ref.combine(distances),  # from the same distances, not scored again
             "msp": 1 - softmax(logits / model.temperature).max(axis=1), "logits": logits}
 
 
