@@ -29,7 +29,11 @@ the settle window: complete -> handed on), queued, decoding, the rest of classif
 the batch, predicting), waiting for the commit stage, and committing (files, ledger, CSV, move,
 with their fsyncs), from the `stages_ms` each `scan.classified` log line carries.
 With --runs N the whole measurement runs N times (ceiling and service alternate within each run)
-and each figure, and the burst's share of its ceiling, is printed as min-median-max.
+and each figure, and the burst's share of its ceiling, is printed as min-median-max. Runs start
+65 s apart: after a run's folder (thousands of files) is deleted, ext4 checks each recently
+deleted inode near it on every file it creates, for about a minute (its `recently_deleted`,
+0.4-0.7 ms of kernel time per file here), which the next burst's verdict files would pay. Leave
+as long between two invocations of this script.
 
     python bench/bench_service.py [--model PATH] [--data DIR] [--burst 2000] [--idle 10] [--runs 1]
                                   [--blas-threads N] [--predict-threads N] [--json]
@@ -68,6 +72,9 @@ from tumord.service.service import limit_blas_threads  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
 from common import add_model_and_data_options, blas_report  # noqa: E402
+
+
+RECENTLY_DELETED_SECONDS = 65  # between runs: ext4's penalty on creating files after mass deletes
 
 
 def scan_files(data: Path, n: int) -> list[Path]:
@@ -353,7 +360,11 @@ def main() -> None:
     args = ap.parse_args()
     if not args.data.is_dir():
         sys.exit(f"bench_service: no data at {args.data} (pass --data DIR)")
-    runs = [run(args) for _ in range(args.runs)]
+    runs = []
+    for i in range(args.runs):
+        if i:
+            time.sleep(RECENTLY_DELETED_SECONDS)  # the module docstring says why
+        runs.append(run(args))
     r = runs[-1]
     if args.json:
         print(json.dumps(r if args.runs == 1 else {"runs": runs}))

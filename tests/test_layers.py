@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tumord"
 # lower layers, never one of its own layer or above. `tumord` is tumord/__init__.py (the version).
 LAYERS = [
     ("nn",),                                 # numpy math: imports nothing else of tumord, so no I/O
+    ("syncfs",),                             # one syncfs(2) for many files: imports nothing else of tumord
     ("tumord", "atomic", "logs", "config"),  # version, durable writes, logging, settings
     ("data",),                               # reading scans and preparing them
     ("model",),                              # the model file, its registry, prediction

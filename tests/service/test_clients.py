@@ -60,9 +60,17 @@ class TestMetadataChangedAfterJudging:
         digests = staged(w, rng, 300)
         names = sorted(digests)
         subprocess.run(["cp", *[str(w.root / "staging" / n) for n in names], str(w.input)], check=True)
-        time.sleep(0.3)
-        left = [str(w.input / n) for n in names if (w.input / n).exists()]
-        subprocess.run(["touch", "-c", "-m", "-d", "1 hour ago", *left], check=True)
+        # touch whatever is still there, again and again while the burst is judged: a fixed pause
+        # before one touch could find every scan already judged on a fast machine
+        touched = []
+        for _ in range(20):
+            left = [str(w.input / n) for n in names if (w.input / n).exists()]
+            if not left:
+                break
+            subprocess.run(["touch", "-c", "-m", "-d", "1 hour ago", *left], check=True)
+            touched.append(len(left))
+            time.sleep(0.05)
+        assert touched, "the first touch came after every scan was judged"
         w.wait_until(lambda: os.listdir(w.input) == [] and len(verdicts(w.output)) >= 300, timeout=120,
                      what=lambda: f"all scans judged (left in input: {sorted(os.listdir(w.input))[:10]}, "
                                   f"verdicts: {len(verdicts(w.output))})")

@@ -175,6 +175,36 @@ class TestKilledBetweenSteps:
         assert len(recovered) == len(written)
         assert len(w.events("scan.classified")) == 30
 
+    @pytest.mark.parametrize("point", ["rename", "written"])
+    def test_killed_within_writing_the_verdicts(self, service, rng, point):
+        """kill -9 in step 2 with the verdicts' bytes durable under temporary names (point rename), or
+        with the verdicts renamed and durable but their rows not yet `written` (point written): no
+        partial verdict is visible, and the next start judges each scan once, under the name reserved
+        before the kill (the leftover temporary files swept, a renamed verdict replaced whole)."""
+        w = service(tool=("tests.service.stoppoint", "kill", point), watch={"batch_size": 64})
+        w.start()
+        w.wait_for("service.ready")
+        digests = drop_all(w, rng, 20, "w")
+        w.proc.wait(30)
+        assert w.proc.returncode == -signal.SIGKILL
+        reserved = ledger_rows(w.output)
+        assert reserved and {r["state"] for r in reserved} == {"received"}
+        names = {r["name"] + ".json" for r in reserved}
+        temporary = [p for p in w.output.iterdir() if p.name.startswith(".tumord-tmp.")]
+        if point == "rename":
+            assert len(temporary) == len(reserved) and verdicts(w.output) == []
+        else:
+            assert temporary == [] and {v["verdict"] for v in verdicts(w.output)} == names
+        w.module = ["-m", "tumord.cli"]
+        w.start()
+        w.wait_until(lambda: os.listdir(w.input) == [], timeout=60, what="the rest")
+        w.wait_until(lambda: len(verdicts(w.output)) == 20, timeout=10, what="20 verdicts")
+        assert w.stop() == 0
+        assert_one_verdict_each(w, digests)
+        assert names <= {v["verdict"] for v in verdicts(w.output)}
+        assert not [p for p in w.output.rglob(".tumord-tmp.*")]
+        assert len(w.events("startup.swept")) == len(temporary)
+
 
 # --- the output file system full ------------------------------------------------------------
 

@@ -50,7 +50,8 @@ def base_name(rel_path: str, sha256: str | None, received_at: str) -> str:
 
 
 def to_json(record: dict) -> bytes:
-    return (json.dumps(record, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    """One line: json's C encoder writes it (indented, the pure-Python one, at 2-3 times the CPU)."""
+    return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def classified(*, shown: str, sha256: str, probabilities: np.ndarray, abstention: dict, model, name: str,

@@ -5,21 +5,27 @@ stage gets to it (group commit: when the disk is the bottleneck, batches queue u
 set of syncs; an idle service commits a lone scan at once):
 
   1. ledger: reserve a unique name per new scan                       -> state received
-  2. write <name>.json (verdict) or failed/<name>.error.json: temp file, fsync (all files in
-     parallel), rename, then one fsync per folder
+  2. write <name>.json (verdict) or failed/<name>.error.json under temporary names, one sync
+     (their bytes durable), rename them all, one sync (the names durable): atomic.write_many
   3. ledger: the CSV lines, their byte offsets and the CSV's inode     -> state written
   4. verdicts.csv: cut back to the group's first offset, append, fsync
-  5. move each input to archive/ or failed/ (or delete it), fsync the folders (in parallel)
+  5. move each input to archive/ or failed/ (or delete it), one sync of the folders
   6. ledger                                                            -> state done
 
-Each ledger step is one transaction for the whole group. Steps 4 to 6 are `finish()`, which
-start-up runs too. After kill -9 at any point:
+Each ledger step is one transaction for the whole group. A sync is one syncfs(2) per file system
+where it is trusted (tumord.syncfs), else an fsync per file and folder, in parallel. Either way
+each step is durable before the next begins, which is all the recovery below relies on. Steps
+4 to 6 are `finish()`, which start-up runs too. After kill -9 at any point:
 
   - before 1: no row; the file is still in input/, found by the backlog scan, classified anew.
   - between 1 and 3: the row is `received`, the file is still in input/ (it is moved only in
     step 5); it is found again, `Ledger.find` returns the row, and the verdict is written again
     under the same name (rename replaces a whole file, so there is still exactly one). If the
     file vanished or changed meanwhile, start-up deletes that verdict and the row.
+  - within 2: the bytes are durable before the first rename, so a name that survives a power
+    cut holds its whole record, never an empty or partial file; a rename not yet durable may be
+    lost, which is harmless as the row is still `received` (above). Temporary files left behind
+    are swept at start-up. The names are durable before step 3 says `written`.
   - between 3 and 6: the rows are `written`; `finish()` truncates verdicts.csv to the group's
     first offset (dropping a partial or complete earlier attempt), appends the stored lines,
     moves inputs that are still there (a file already moved is not found, so moving twice is
@@ -44,7 +50,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tumord.atomic import fsync_dir, write_many
+from tumord.atomic import sync_folders, write_many
 from tumord.service import moves
 from tumord.service.events import NO_EVENTS
 from tumord.service.ledger import Ledger, Row
@@ -63,6 +69,7 @@ from tumord.service.worker import Worker, problem
 
 MAX_RETRY_SECONDS = 5.0  # longest pause between attempts at a failing step
 GROUP_SCANS = 512  # most scans committed together (waiting batches are taken until this many)
+MOVE_RUNS = 4  # a group's inputs are moved out by this many threads at most
 
 
 class Abandoned(Exception):
@@ -78,7 +85,7 @@ class Commit(Worker):
         self.abstentions = abstentions  # AbstentionTracker: logs each abstention, the drift alarm
         self.inflight, self.counters, self.log, self.upstream, self.events = inflight, counters, log, upstream, events
         self.series = series  # SeriesTracker: told of each DICOM verdict once it is durable
-        self.io = ThreadPoolExecutor(64, thread_name_prefix="fsync")  # parallel fsyncs share journal commits
+        self.io = ThreadPoolExecutor(64, thread_name_prefix="fsync")  # parallel fsyncs share journal commits (no syncfs)
         self.recovered: dict | None = None
         # set once start-up recovery is over: batches judged before it could hold rows it changes
         self.started = threading.Event()
@@ -234,8 +241,9 @@ class Commit(Worker):
 
     def _files_exist(self, name: str, rel: str) -> bool:
         f, suffix = self.folders, os.path.splitext(rel)[1]
-        return any(p.exists() for p in (f.output / f"{name}.json", f.archive / f"{name}{suffix}",
-                                        f.failed / f"{name}{suffix}", f.failed / f"{name}.error.json"))
+        return any(os.path.exists(os.path.join(folder, file)) for folder, file in (
+            (f.output, f"{name}.json"), (f.archive, f"{name}{suffix}"), (f.failed, f"{name}{suffix}"),
+            (f.failed, f"{name}.error.json")))
 
     def _outcome(self, scan: Scan, row: Row, model) -> tuple[Verdict, dict, Path]:
         """The ledger's verdict, the JSON record, and where the record goes."""
@@ -264,8 +272,8 @@ class Commit(Worker):
                 self._rebase(lines, st)
             self.csv.append("".join(r.csv_line for r in lines), at=min(r.csv_at for r in lines),
                             ino=st.st_ino if lines[0].csv_ino is not None else None)
-        results = list(self.io.map(self._move, rows))
-        list(self.io.map(fsync_dir, {p for folders, _ in results for p in folders}))
+        results = self._move_all(rows)
+        sync_folders({p for folders, _ in results for p in folders}, self.io)
         stayed = [r for r, (_, kept) in zip(rows, results) if kept]
         for r in stayed:
             f = self.folders
@@ -285,20 +293,26 @@ class Commit(Worker):
         self.log.warning("verdicts.csv_replaced", file=str(self.csv.path),
                          note="renamed or deleted while running (a rotation?); new lines go to a new file")
 
-    def _move(self, row: Row) -> tuple[tuple[Path, ...], bool]:
+    def _move_all(self, rows: list[Row]) -> list[tuple[tuple[str, ...], bool]]:
+        """_move for each row, in a few parallel runs of rows: a move on one disk is two system calls,
+        cheaper than a hand-off to a thread; a copy to another file system (with its fsync) is not."""
+        size = max(1, -(-len(rows) // MOVE_RUNS))
+        runs = [rows[i:i + size] for i in range(0, len(rows), size)]
+        return [r for run in self.io.map(lambda run: [self._move(row) for row in run], runs) for r in run]
+
+    def _move(self, row: Row) -> tuple[tuple[str, ...], bool]:
         """Moves (or deletes) the input of `row` if it still holds what was judged; returns the folders
         to sync, and whether it stayed because its bytes changed (or it was replaced) after judging."""
-        src = self.folders.input / row.fingerprint.path
+        src = os.path.join(self.folders.input, row.fingerprint.path)
         try:
-            same = moves.identity(row.fingerprint, src, os.lstat(src), any_inode=True)
-            if same != moves.SAME:
+            st = os.lstat(src)
+            if moves.identity(row.fingerprint, src, st, any_inode=True) != moves.SAME:
                 return (), True
             if not row.moved_to:
                 os.unlink(src)
-                return (src.parent,), False
-            dst = Path(row.moved_to)
-            moves.move(src, dst)
-            return (src.parent, dst.parent), False
+                return (os.path.dirname(src),), False
+            moves.move(src, row.moved_to, st)
+            return (os.path.dirname(src), os.path.dirname(row.moved_to)), False
         except FileNotFoundError:
             return (), False  # moved before a crash, or removed by someone
         except OSError as e:
@@ -313,8 +327,8 @@ class Commit(Worker):
             self.log.info("scan.skipped", file=s.shown,
                           reason=f"already has a verdict ({s.previous.name}); moving it out")
             self.counters.add(skipped=1)
-        results = list(self.io.map(self._move, [s.previous for s in scans]))
-        list(self.io.map(fsync_dir, {p for folders, _ in results for p in folders}))
+        results = self._move_all([s.previous for s in scans])
+        sync_folders({p for folders, _ in results for p in folders}, self.io)
         self._release(scans)
 
     # --- start-up -----------------------------------------------------------------------------

@@ -43,7 +43,7 @@ def identity(fp: Fingerprint, path: Path, st: os.stat_result, any_inode: bool = 
     return OTHER if other else CHANGED
 
 
-def move(src: Path, dst: Path) -> None:
+def move(src: str | Path, dst: str | Path, st: os.stat_result | None = None) -> None:
     """Moves a file by hard link then unlink, a folder by rename, across file systems by copy.
 
     Not a rename for files: a rename out of a watched folder is an IN_MOVED_FROM event, which
@@ -51,11 +51,11 @@ def move(src: Path, dst: Path) -> None:
     folder waits behind it. An unlink is reported at once. A crash between link and unlink
     leaves both names; the retry finds the link in place and only unlinks. A file with other
     links (a hard-linked drop: the user's own file elsewhere) is copied, so the archive never
-    shares its inode with a file that someone else may change.
+    shares its inode with a file that someone else may change. `st`: src's lstat, if just taken.
     """
-    st = os.lstat(src)
+    st = st or os.lstat(src)
     if stat.S_ISDIR(st.st_mode):
-        _rename_or_copy(src, dst)
+        _rename_or_copy(Path(src), Path(dst))
         return
     try:
         if os.path.samestat(st, os.lstat(dst)):
@@ -64,7 +64,7 @@ def move(src: Path, dst: Path) -> None:
     except FileNotFoundError:
         pass
     if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-        _copy(src, dst)
+        _copy(Path(src), Path(dst))
         os.unlink(src)
         return
     try:
@@ -72,7 +72,7 @@ def move(src: Path, dst: Path) -> None:
     except OSError as e:
         if e.errno not in (errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
             raise
-        _rename_or_copy(src, dst)
+        _rename_or_copy(Path(src), Path(dst))
         return
     os.unlink(src)
 
