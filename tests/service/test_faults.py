@@ -24,6 +24,15 @@ def drop_all(w, rng, n, prefix):
     return digests
 
 
+def restart_and_finish(w, n: int) -> None:
+    """Starts the killed service again, without the stop point, and lets it judge the rest."""
+    w.module = ["-m", "tumord.cli"]
+    w.start()
+    w.wait_until(lambda: os.listdir(w.input) == [], timeout=60, what="the rest")
+    w.wait_until(lambda: len(verdicts(w.output)) == n, timeout=10, what=f"{n} verdicts")
+    assert w.stop() == 0
+
+
 def all_rows(output: Path) -> list[dict]:
     """The rows of verdicts.csv and of every rotated copy of it."""
     import csv
@@ -165,11 +174,7 @@ class TestKilledBetweenSteps:
         assert w.proc.returncode == -signal.SIGKILL
         written = [r for r in ledger_rows(w.output) if r["state"] == "written"]
         assert written
-        w.module = ["-m", "tumord.cli"]
-        w.start()
-        w.wait_until(lambda: os.listdir(w.input) == [], timeout=60, what="the rest")
-        w.wait_until(lambda: len(verdicts(w.output)) == 30, timeout=10, what="30 verdicts")
-        assert w.stop() == 0
+        restart_and_finish(w, 30)
         assert_one_verdict_each(w, digests)
         recovered = [e for e in w.events("scan.classified") if e.get("recovered")]
         assert len(recovered) == len(written)
@@ -195,11 +200,7 @@ class TestKilledBetweenSteps:
             assert len(temporary) == len(reserved) and verdicts(w.output) == []
         else:
             assert temporary == [] and {v["verdict"] for v in verdicts(w.output)} == names
-        w.module = ["-m", "tumord.cli"]
-        w.start()
-        w.wait_until(lambda: os.listdir(w.input) == [], timeout=60, what="the rest")
-        w.wait_until(lambda: len(verdicts(w.output)) == 20, timeout=10, what="20 verdicts")
-        assert w.stop() == 0
+        restart_and_finish(w, 20)
         assert_one_verdict_each(w, digests)
         assert names <= {v["verdict"] for v in verdicts(w.output)}
         assert not [p for p in w.output.rglob(".tumord-tmp.*")]
