@@ -44,7 +44,7 @@ def calls(tmp_path: Path, how: str) -> list[tuple[str, str]]:
                    check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     found, pending = [], {}
     for line in log.read_text().splitlines():
-        pid, _, line = line.partition(" ")
+        pid, line = line.split(None, 1)  # strace pads the pid to a width: one space or more
         if line.endswith("<unfinished ...>"):  # another thread's call came between: joined when it returns
             pending[pid] = line[:-len("<unfinished ...>")]
             continue
