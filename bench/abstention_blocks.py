@@ -4,10 +4,10 @@
 
 RUN is a `bench/cross_source.py train` folder. For each of the CNN's blocks (the output after
 its ReLU), the per-channel mean and standard deviation over the image are the scan's features;
-each gets a class Mahalanobis distance (tied covariance, shrunk as tumord/nn/feature_distance.py
-does) and a k-nearest-neighbour distance, fitted on the run's training part and turned into
-surprises on its own validation part; then the distance to the predicted class's mean, the
-relative Mahalanobis distance (Ren et al. 2021) and means of surprises. Each score's AUROC (the
+each gets a class Mahalanobis distance (tied covariance, shrunk by tumord's own
+`feature_distance.shrunk_precision`) and a k-nearest-neighbour distance, fitted on the run's
+training part and turned into surprises on its own validation part; then the distance to the
+predicted class's mean, the relative Mahalanobis distance (Ren et al. 2021) and means of surprises. Each score's AUROC (the
 other source against the model's own test part) and the accuracy gain at 70% coverage on the
 other source's --part are printed. Candidates are compared on --part val; test is looked at once.
 Not used by tumord: docs/abstention.md says what it found.
@@ -54,16 +54,11 @@ def block_statistics(net, images, idx: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def tied_gaussian(f: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Class means and shared precision; the class-agnostic mean and precision."""
+    """Class means and shared precision (as tumord's reference fits them); the class-agnostic ones."""
     f = f.astype(np.float64)
-
-    def precision(centred):
-        cov = centred.T @ centred / len(centred)
-        cov = (1 - fd.SHRINKAGE) * cov + fd.SHRINKAGE * np.trace(cov) / len(cov) * np.eye(len(cov))
-        return np.linalg.inv(cov).astype(np.float32)
-
-    means = np.stack([f[y == c].mean(0) for c in np.unique(y)])
-    return means.astype(np.float32), precision(f - means[y]), f.mean(0).astype(np.float32), precision(f - f.mean(0))
+    means, mean = np.stack([f[y == c].mean(0) for c in np.unique(y)]), f.mean(0)
+    return (means.astype(np.float32), fd.shrunk_precision(f - means[y]).astype(np.float32),
+            mean.astype(np.float32), fd.shrunk_precision(f - mean).astype(np.float32))
 
 
 def squared(f, m, p):

@@ -111,8 +111,7 @@ def write_many(items: Iterable[tuple[Path, bytes]], pool: Executor | None = None
         try:
             sync_folders(folders)  # the bytes, before any name points at them
         except BaseException:
-            for tmp in temps:
-                _remove(tmp)
+            _discard(temps)
             raise
     _rename(temps, [path for path, _ in items])
     sync_folders(folders, pool)  # the names, before the caller records the files as written
@@ -120,28 +119,24 @@ def write_many(items: Iterable[tuple[Path, bytes]], pool: Executor | None = None
 
 def _write_temps(items: list[tuple[Path, bytes]], pool: Executor | None, fsync: bool) -> list[str]:
     """A temporary file per item (in parallel with a pool); if any fails, none is left behind."""
-    if pool is None:
-        temps: list[str] = []
+    def attempt(item):
         try:
-            for path, data in items:
-                temps.append(_write_temp(path, data, fsync))
-        except BaseException:
-            for tmp in temps:
-                _remove(tmp)
-            raise
-        return temps
-    futures = [pool.submit(_write_temp, path, data, fsync) for path, data in items]
-    temps, errors = [], []
-    for f in futures:  # every file's outcome first, so that none is left behind
-        try:
-            temps.append(f.result())
-        except Exception as e:
-            errors.append(e)
-    if errors:
-        for tmp in temps:
-            _remove(tmp)
+            return _write_temp(*item, fsync), None
+        except BaseException as e:
+            return None, e
+
+    outcomes = list(pool.map(attempt, items) if pool is not None else map(attempt, items))
+    temps = [tmp for tmp, _ in outcomes if tmp is not None]
+    errors = [e for _, e in outcomes if e is not None]
+    if errors:  # every file's outcome is in, so none is left behind
+        _discard(temps)
         raise errors[0]
     return temps
+
+
+def _discard(temps: list[str]) -> None:
+    for tmp in temps:
+        _remove(tmp)
 
 
 def _rename(temps: list[str], paths: list[Path]) -> None:

@@ -132,6 +132,13 @@ def mahalanobis_distance(f: np.ndarray, means: np.ndarray, precision: np.ndarray
     return np.sqrt(np.maximum(d2.min(axis=1), 0.0))
 
 
+def shrunk_precision(centred: np.ndarray) -> np.ndarray:
+    """Inverse of the covariance of centred rows, blended with its mean variance (SHRINKAGE)."""
+    cov = centred.T @ centred / max(len(centred) - 1, 1)
+    cov = (1 - SHRINKAGE) * cov + SHRINKAGE * np.trace(cov) / len(cov) * np.eye(len(cov))
+    return np.linalg.inv(cov)
+
+
 def build(train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray, classes: int,
           k: int = 10, seed: int = 0) -> Reference:
     """Statistics from training features, thresholds from validation features (never trained on)."""
@@ -139,10 +146,7 @@ def build(train_features: np.ndarray, train_labels: np.ndarray, val_features: np
     labels = np.asarray(train_labels)
     means = np.stack([f[labels == c].mean(axis=0) if (labels == c).any() else f.mean(axis=0)
                       for c in range(classes)])
-    centred = f - means[labels]
-    cov = centred.T @ centred / max(len(f) - 1, 1)
-    cov = (1 - SHRINKAGE) * cov + SHRINKAGE * np.trace(cov) / len(cov) * np.eye(len(cov))
-    precision = np.linalg.inv(cov)
+    precision = shrunk_precision(f - means[labels])
     unit = normalize(f.astype(np.float32))
     if len(unit) > MAX_BANK:
         unit = unit[np.sort(np.random.default_rng(seed).choice(len(unit), MAX_BANK, replace=False))]
