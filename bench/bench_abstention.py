@@ -3,11 +3,13 @@
     pip install -r bench/requirements.txt          # scikit-image, for its bundled photographs
     python bench/bench_abstention.py [--model FILE] [--datasets ../shared/datasets] [--plot FILE.png]
 
-Scores compared: k-NN distance and class Mahalanobis distance on the pooled features (both stored
-in the model file), the two combined (abstain.method combined: the mean of their surprises against
-the validation scans), and 1 - the maximum softmax probability (MSP), the usual baseline.
+Scores compared: k-NN distance and class Mahalanobis distance on the pooled features, class
+Mahalanobis distance on the channel means of the block before (all three stored in the model
+file), combined (the mean of the first two's surprises against the validation scans), blocks (of
+all three's), and 1 - the maximum softmax probability (MSP), the usual baseline.
 - Far-out AUROC: each kind of generated input (bench/farout.py) against the held-out test split
-  of the binary set. "decision" is what the service does: input checks, then the k-NN threshold.
+  of the binary set. "decision_<method>" is what the service does with abstain.method <method>:
+  input checks, then the score's threshold.
 - Other source: the 4-class set (train and test folders, glioma/meningioma/pituitary = tumor,
   notumor = normal) less every scan that nearly duplicates a training scan of the model (the
   project's near-duplicate test, tumord/data/dedup.py). AUROC against the binary test split,
@@ -37,12 +39,13 @@ from tumord.data.images import IMAGE_SUFFIXES, resize, to_gray_uint8  # noqa: E4
 from tumord.model import checkpoint  # noqa: E402
 from tumord.model.features import features_and_logits  # noqa: E402
 from tumord.model.registry import current_model_path  # noqa: E402
-from tumord.nn.feature_distance import METHODS  # noqa: E402
+from tumord.nn.feature_distance import METHODS, PREVIOUS, SURPRISES  # noqa: E402
 from tumord.nn.losses import softmax  # noqa: E402
 from tumord.training.metrics import roc_auc  # noqa: E402
 
 COVERAGES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
-SCORES = ("knn", "mahalanobis", "combined", "msp")
+SCORES = (*METHODS, PREVIOUS, *SURPRISES, "msp")
+DECIDED = (*METHODS, *SURPRISES)  # the service's methods, with their thresholds
 REFUSED = 1e6  # score of a scan the input checks refuse: above any distance
 
 
@@ -55,8 +58,8 @@ def scores(model, images: np.ndarray, reference=None) -> dict[str, np.ndarray]:
     """Each score per image (and the logits), against `reference` or the model file's own."""
     feats, logits = features_and_logits(model.net, images, 64)
     ref = reference if reference is not None else model.reference
-    distances = {m: ref.score(feats, m) for m in METHODS}
-    return {**distances, "combined": ref.combine(distances),  # from the same distances, not scored again
+    distances = {m: ref.score(feats, m) for m in (*METHODS, PREVIOUS)}
+    return {**distances, **{m: ref.combine(distances, m) for m in SURPRISES},  # from the same distances
             "msp": 1 - softmax(logits / model.temperature).max(axis=1), "logits": logits}
 
 
@@ -65,23 +68,21 @@ def accuracy_at(score: np.ndarray, correct: np.ndarray, coverage: float) -> floa
     return float(correct[keep].mean())
 
 
-def far_out(model, test_images: np.ndarray, inside: dict, threshold: float) -> dict:
-    """`decision` is the service's with abstain.method knn (input checks, then the distance),
-    `decision_mahalanobis` and `decision_combined` with those methods."""
+def far_out(model, test_images: np.ndarray, inside: dict) -> dict:
+    """`decision_<method>` is the service's with abstain.method <method> (input checks, then the
+    score); `abstained_<method>`: the share it abstains on at the 95% threshold."""
     checks, rng = InputChecks(), np.random.default_rng(0)
-    combined = model.reference.threshold(0.95, "combined")
-    result, pooled = {}, {k: [] for k in (*SCORES, "decision", "decision_mahalanobis", "decision_combined")}
+    thresholds = {m: model.reference.threshold(0.95, m) for m in DECIDED}
+    result, pooled = {}, {k: [] for k in (*SCORES, *(f"decision_{m}" for m in DECIDED))}
     for kind, raws in farout.all_kinds(rng, test_images).items():
         refused = np.array([bool(checks.reasons(r)) for r in raws])
         gray = np.stack([resize(to_gray_uint8(r), model.preprocess) for r in raws])
         s = scores(model, gray)
-        s["decision"] = np.where(refused, REFUSED, s["knn"])
-        s["decision_mahalanobis"] = np.where(refused, REFUSED, s["mahalanobis"])
-        s["decision_combined"] = np.where(refused, REFUSED, s["combined"])
+        s.update({f"decision_{m}": np.where(refused, REFUSED, s[m]) for m in DECIDED})
         result[kind] = {"n": len(raws), **{k: round(auroc(inside[k], s[k]), 4) for k in pooled},
                         "refused_by_checks": round(float(refused.mean()), 3),
-                        "abstained": round(float(((s["knn"] > threshold) | refused).mean()), 3),
-                        "abstained_combined": round(float(((s["combined"] > combined) | refused).mean()), 3)}
+                        **{f"abstained_{m}": round(float(((s[m] > t) | refused).mean()), 3)
+                           for m, t in thresholds.items()}}
         for k in pooled:
             pooled[k].append(s[k])
     result["all"] = {"n": sum(r["n"] for r in result.values()),
@@ -157,19 +158,18 @@ def main() -> None:
     started = time.monotonic()
     path = args.model or current_model_path("models")
     model = checkpoint.load(path)
-    if model.reference is None:
-        sys.exit(f"{path}: no abstention reference; run `tumord add-reference` first")
+    if model.reference is None or not model.reference.available("blocks"):
+        sys.exit(f"{path}: no abstention reference, or one without the block before's statistics; "
+                 "run `tumord add-reference` first")
     report = json.loads((path.parent / "report.json").read_text())
     split = report["split"]
     root = args.datasets / "brain-tumor"
     test_images, _ = load_images([root / f for f in split["test"]], model.preprocess, args.cache)
     _, train_thumbs = load_images([root / f for f in split["train"]], model.preprocess, args.cache)
     inside = scores(model, np.asarray(test_images))
-    inside["decision"] = inside["knn"]  # every test scan passes the input checks (docs/abstention.md)
-    inside["decision_mahalanobis"] = inside["mahalanobis"]
-    inside["decision_combined"] = inside["combined"]
+    inside.update({f"decision_{m}": inside[m] for m in DECIDED})  # every test scan passes the input checks
     threshold = model.reference.threshold(0.95, "knn")
-    far = far_out(model, np.asarray(test_images), inside, threshold)
+    far = far_out(model, np.asarray(test_images), inside)
     if report["summary"].get("extra_training_data"):  # it trained on the 4-class set too: no other source left
         other_part = {"skipped": "the model trained on the 4-class set as well; for the other source, train on one "
                                  "source and run bench/loso_abstention.py"}
@@ -179,9 +179,8 @@ def main() -> None:
         plot(args.plot, other)
         other_part = {k: v for k, v in other.items() if not k.startswith("_")}
     out = {"model": model.identity["version"], "threshold_knn_95": round(threshold, 4),
-           "binary_test_abstained": round(float((inside["knn"] > threshold).mean()), 4),
-           "binary_test_abstained_combined": round(float((inside["combined"] > model.reference.threshold(
-               0.95, "combined")).mean()), 4),
+           **{f"binary_test_abstained_{m}": round(float((inside[m] > model.reference.threshold(0.95, m)).mean()), 4)
+              for m in DECIDED},
            "far_out": far, "other_source": other_part,
            "ms_per_scan": cost(model), "seconds": round(time.monotonic() - started, 1)}
     print(json.dumps(out, indent=1))

@@ -8,10 +8,10 @@ is fitted as `tumord train` fits it (training part's pooled features, threshold 
 validation part), from the same joint split; then the other source's test part, less every scan
 nearly duplicating one the model trained or was validated on, is scored against the model's own
 test part:
-- AUROC of each score (k-NN, class Mahalanobis, the two combined, 1 - max softmax) telling the
-  other source from the same source;
+- AUROC of each score (k-NN, class Mahalanobis, Mahalanobis of the block before, combined,
+  blocks, 1 - max softmax: bench/bench_abstention.py) telling the other source from the same source;
 - accuracy on the accepted scans against the share accepted (risk-coverage), and what the
-  service's threshold (95% of the source's validation scans accepted) does, for k-NN and combined.
+  service's threshold (95% of the source's validation scans accepted) does, for each method.
 A run trained with --hold-out-shared gets its reference from the training part it trained on.
 Needs ../shared/datasets.
 """
@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_abstention import COVERAGES, SCORES, accuracy_at, auroc, scores as score_all  # noqa: E402
+from bench_abstention import COVERAGES, DECIDED, SCORES, accuracy_at, auroc, scores as score_all  # noqa: E402
 from cross_source import hold_out_shared  # noqa: E402
 
 from tumord.abstain.fit import fit_reference  # noqa: E402
@@ -68,7 +68,7 @@ def measure(run: Path, datasets: Path, cache) -> tuple[dict, dict]:
     if held:  # as bench/cross_source.py trained it: without a share of the groups both sources hold
         tr, _ = hold_out_shared(loso, tr, held)
     reference = fit_reference(model.net, d.images, d.labels, tr, d.images, va)
-    thresholds = {m: reference.threshold(0.95, m) for m in ("knn", "combined")}
+    thresholds = {m: reference.threshold(0.95, m) for m in DECIDED}
     own = np.sort(loso.part(source, "test"))
     inside = score_all(model, np.asarray(d.images[own]), reference)
     out = {"run": result["run"], "trained_on": source, "judged_on": other, "same_source_test": int(len(own)),

@@ -93,3 +93,25 @@ def test_a_reference_without_combined_validation_scores_lets_at_least_the_share_
     del ref.val_scores["combined"]
     assert ref.threshold(0.95, "combined") == pytest.approx(-np.log(0.05)) and ref.threshold(0.95, "combined") > exact
     assert np.mean(ref.score(val, "combined") <= ref.threshold(0.95, "combined")) >= 0.95
+
+
+def test_blocks_is_the_mean_of_three_surprises_with_the_block_before_s_mahalanobis_distance():
+    """A scan typical of the last block's features but unlike the block before's is caught by blocks
+    and by mahalanobis_previous, not by the last block's distances alone."""
+    train, labels = clusters(600, 1)
+    val, _ = clusters(400, 2)
+    before = {n: np.c_[f, f[:, :4] * 2] for n, f in (("train", train), ("val", val))}  # a second layer's features
+    ref = build({"pooled": train, "previous": before["train"]}, labels,
+                {"pooled": val, "previous": before["val"]}, 2, k=1)
+    probe, _ = clusters(30, 3)
+    odd = {"pooled": probe, "previous": np.c_[probe, -probe[:, :4] * 2]}  # the block before breaks its pattern
+    expected = np.mean([surprise(ref.val_scores[m], ref.score(odd, m))
+                        for m in ("knn", "mahalanobis", "mahalanobis_previous")], axis=0)
+    assert ref.score(odd, "blocks") == pytest.approx(expected, rel=1e-6)
+    assert np.all(ref.score(odd, "blocks") > ref.threshold(0.95, "blocks"))
+    assert np.all(ref.score(odd, "mahalanobis_previous") > ref.threshold(0.95, "mahalanobis_previous"))
+    assert np.mean(ref.score(odd, "combined") > ref.threshold(0.95, "combined")) < 0.2
+    typical = {"pooled": probe, "previous": np.c_[probe, probe[:, :4] * 2]}
+    assert np.mean(ref.score(typical, "blocks") > ref.threshold(0.95, "blocks")) < 0.15
+    assert np.mean(ref.score({"pooled": val, "previous": before["val"]}, "blocks")
+                   <= ref.threshold(0.95, "blocks")) == pytest.approx(0.95, abs=0.01)

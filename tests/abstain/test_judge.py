@@ -8,6 +8,7 @@ import pytest
 from tests.abstain.models import cnn_model, scans
 from tumord.abstain.judge import AbstainSettings, judge
 from tumord.config import ConfigError, load_config
+from tumord.nn.losses import softmax
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,8 @@ def test_scans_like_the_training_data_mostly_pass_and_far_out_inputs_abstain(mod
     assert np.mean([j.abstained for j in fresh]) <= 0.15  # the threshold lets 95% of validation through
     noise = np.random.default_rng(0).integers(0, 256, (10, 64, 64), dtype=np.uint8)
     for j in judge(model, np.concatenate([noise, text_frames(5)])):
-        assert j.abstained and j.reasons[-1].startswith("unlike the training scans (feature distance")
+        assert j.abstained and j.reasons[-1].startswith("unlike the training scans (blocks feature score")
+        assert j.method == "blocks"  # the default
         assert j.probabilities.shape == (2,) and j.probabilities.sum() == pytest.approx(1, abs=1e-5)
 
 
@@ -54,9 +56,11 @@ def test_a_lower_accept_share_abstains_more(model):
     assert sum(j.abstained for j in strict) > sum(j.abstained for j in loose)
 
 
-def test_the_mahalanobis_method_is_a_setting(model):
-    (j,) = judge(model, text_frames(1), None, AbstainSettings(method="mahalanobis"))
-    assert j.method == "mahalanobis" and j.fields()["feature_distance"]["method"] == "mahalanobis"
+@pytest.mark.parametrize("method", ["knn", "mahalanobis", "mahalanobis_previous"])
+def test_each_distance_is_a_setting(model, method):
+    (j,) = judge(model, text_frames(1), None, AbstainSettings(method=method))
+    assert j.method == method and j.fields()["feature_distance"]["method"] == method
+    assert j.reasons[-1].startswith("unlike the training scans (feature distance")
 
 
 def test_the_combined_method_is_a_setting_and_says_so_in_the_verdict(model):
@@ -75,3 +79,26 @@ def test_an_accept_share_outside_zero_to_one_and_an_unknown_method_are_config_er
         load_config(None, ["abstain.accept_share=95"])
     with pytest.raises(ConfigError, match="abstain.method = 'vim'"):
         load_config(None, ["abstain.method=vim"])
+
+
+def test_features_are_the_block_before_s_and_the_pooled_channel_means_beside_plain_prediction_s_logits(model):
+    """The network split in three parts gives the same logits as prediction, and each layer's
+    features are the channel means of that layer's output."""
+    from tumord.model.features import features_and_logits, previous_block_end
+    from tumord.model.predict import to_input
+
+    images = scans(5, 21)[0]
+    feats, logits = features_and_logits(model.net, images, batch_size=2)
+    np.testing.assert_allclose(softmax(logits), model.predict(images), rtol=1e-5, atol=1e-6)
+    x = to_input(images, model.net.input_shape)
+    cut = previous_block_end(model.net)
+    assert model.net.spec[cut]["type"] == "relu"
+    for layer in model.net.layers[: cut + 1]:
+        x = layer.forward(x)
+    np.testing.assert_allclose(feats["previous"], x.mean(axis=(2, 3)), rtol=1e-4, atol=1e-5)
+    for layer in model.net.layers[cut + 1 :]:
+        if model.net.spec[model.net.layers.index(layer)]["type"] == "globalavgpool":
+            np.testing.assert_allclose(feats["pooled"], x.mean(axis=(2, 3)), rtol=1e-4, atol=1e-5)
+            break
+        x = layer.forward(x)
+    assert feats["previous"].shape == (5, 8) and feats["pooled"].shape == (5, 16)

@@ -13,6 +13,7 @@ from tests.synthetic import tiny_model
 from tumord.abstain.judge import judge
 from tumord.model import checkpoint
 from tumord.model.checkpoint import CheckpointError
+from tumord.model.features import features_and_logits
 
 
 def rewrite(path, change) -> None:
@@ -46,7 +47,7 @@ def test_an_old_model_file_without_a_reference_loads_and_does_not_score(tmp_path
     assert j.distance is None and not j.abstained and j.fields()["feature_distance"] is None
 
 
-@pytest.mark.parametrize("name", ["abstain.val_knn", "abstain.val_combined"])
+@pytest.mark.parametrize("name", ["abstain.val_knn", "abstain.val_combined", "abstain.previous_means"])
 def test_an_altered_reference_is_refused_by_its_hash(tmp_path, name):
     cnn_model(tmp_path / "m.npz")
 
@@ -79,7 +80,8 @@ def test_a_file_made_before_the_combined_score_still_scores_it(tmp_path):
     model = cnn_model(tmp_path / "m.npz")
 
     def older(arrays, meta):
-        arrays.pop("abstain.val_combined")
+        for name in ("val_combined", "val_blocks", "val_mahalanobis_previous", "previous_means", "previous_precision"):
+            arrays.pop(f"abstain.{name}")
         meta["abstain"]["methods"] = ["knn", "mahalanobis"]
         _rehashed(arrays, meta)
 
@@ -101,4 +103,38 @@ def test_a_combined_score_list_that_does_not_fit_the_others_is_refused(tmp_path)
 
     rewrite(tmp_path / "m.npz", short)
     with pytest.raises(CheckpointError, match="validation score lists of different lengths"):
+        checkpoint.load(tmp_path / "m.npz")
+
+
+def without_the_block_before(arrays, meta):
+    """As files were written before the reference kept the block before the last one's statistics."""
+    for name in ("val_blocks", "val_mahalanobis_previous", "previous_means", "previous_precision"):
+        arrays.pop(f"abstain.{name}")
+    meta["abstain"]["methods"] = ["knn", "mahalanobis", "combined"]
+    _rehashed(arrays, meta)
+
+
+def test_a_file_without_the_block_before_judges_by_combined_and_says_so(tmp_path):
+    model = cnn_model(tmp_path / "m.npz")
+    rewrite(tmp_path / "m.npz", without_the_block_before)
+    old = checkpoint.load(tmp_path / "m.npz")
+    assert model.reference.available("blocks") and not old.reference.available("blocks")
+    images = scans(6, 7)[0]
+    new_verdicts, old_verdicts = judge(model, images), judge(old, images)  # the default method: blocks
+    assert {j.method for j in new_verdicts} == {"blocks"} and {j.method for j in old_verdicts} == {"combined"}
+    assert [j.distance for j in old_verdicts] == pytest.approx(list(old.reference.score(
+        features_and_logits(old.net, images)[0], "combined")), rel=1e-3)  # float32 features, other batching
+    with pytest.raises(ValueError, match="no statistics of the block before the last"):
+        old.reference.score(features_and_logits(old.net, images)[0], "blocks")
+
+
+def test_statistics_of_the_block_before_that_do_not_fit_are_refused(tmp_path):
+    cnn_model(tmp_path / "m.npz")
+
+    def wrong(arrays, meta):
+        arrays["abstain.previous_precision"] = arrays["abstain.previous_precision"][:-1, :-1]
+        _rehashed(arrays, meta)
+
+    rewrite(tmp_path / "m.npz", wrong)
+    with pytest.raises(CheckpointError, match="shapes of the block before do not fit"):
         checkpoint.load(tmp_path / "m.npz")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -39,7 +40,7 @@ def test_predict_shows_abstentions_with_reasons_and_still_gives_probabilities(tr
     model = str(trained / "run" / "model.npz")
     assert main(["predict", "--model", model, "--json", str(scan), str(blank)]) == 0
     good, bad = (json.loads(line) for line in capsys.readouterr().out.splitlines())
-    assert good["abstained"] is False and good["feature_distance"]["method"] == "knn"
+    assert good["abstained"] is False and good["feature_distance"]["method"] == "blocks"  # the default
     assert bad["abstained"] is True and bad["abstain_reasons"][0].startswith("blank or nearly constant")
     assert sum(bad["probabilities"].values()) == pytest.approx(1, abs=1e-5)
     assert main(["predict", "--model", model, str(blank)]) == 0
@@ -80,8 +81,16 @@ def test_add_reference_makes_a_new_current_version_and_keeps_the_old(trained, tm
     assert f"added {new} (from {old}, same weights)" in capsys.readouterr().err
 
 
-def test_add_reference_names_a_missing_split_file(trained, tmp_path, capsys):
+def test_add_reference_refuses_data_that_no_longer_give_the_model_s_split(trained, tmp_path, capsys):
+    """A scan gone from the training folder: the split assembled again differs, nothing is fitted."""
     version = registry.add_model(tmp_path / "models", trained / "run" / "model.npz")
+    report = json.loads((trained / "run" / "report.json").read_text())
+    data = tmp_path / "data"
+    shutil.copytree(trained / "data", data)
+    gone = report["split"]["train"][0]
+    (data / gone).unlink()
     assert main(["add-reference", "--version", version, "--config", str(trained / "config.yaml"),
-                 "--set", f"paths.models={tmp_path / 'models'}", "--data", str(tmp_path)]) == 2
-    assert "listed in the model's report.json split but not found" in capsys.readouterr().err
+                 "--set", f"paths.models={tmp_path / 'models'}", "--data", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "the train split assembled again differs from the one report.json lists" in err and gone in err
+    assert registry.version_names(tmp_path / "models") == [version]

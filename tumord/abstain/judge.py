@@ -13,14 +13,14 @@ import numpy as np
 
 from tumord.abstain.checks import InputChecks
 from tumord.model.features import features_and_logits
-from tumord.nn.feature_distance import COMBINED
+from tumord.nn.feature_distance import COMBINED, SURPRISES
 from tumord.nn.losses import softmax
 
 
 @dataclass(frozen=True)
 class AbstainSettings:
     enabled: bool = True
-    method: str = "knn"
+    method: str = "blocks"
     accept_share: float = 0.95
     checks: InputChecks = field(default_factory=InputChecks)
 
@@ -63,13 +63,14 @@ def judge(model, images: np.ndarray, check_reasons: list[list[str]] | None = Non
     ref = model.reference if settings.enabled else None
     if ref is None or feats is None:
         return [Judgement(p, list(r) if settings.enabled else []) for p, r in zip(probs, check_reasons)]
-    distances = ref.score(feats, settings.method)
-    threshold = ref.threshold(settings.accept_share, settings.method)
-    what = "combined feature score" if settings.method == COMBINED else "feature distance"
+    method = settings.method if ref.available(settings.method) else COMBINED  # a file made before it
+    distances = ref.score(feats, method)
+    threshold = ref.threshold(settings.accept_share, method)
+    what = f"{method} feature score" if method in SURPRISES else "feature distance"
     out = []
     for p, r, d in zip(probs, check_reasons, distances):
         reasons = list(r)
         if d > threshold:
             reasons.append(f"unlike the training scans ({what} {d:.3f} > {threshold:.3f})")
-        out.append(Judgement(p, reasons, float(d), threshold, settings.method))
+        out.append(Judgement(p, reasons, float(d), threshold, method))
     return out

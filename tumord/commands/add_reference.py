@@ -1,4 +1,5 @@
-"""`tumord add-reference`: give a model trained before abstention its reference, as a new version."""
+"""`tumord add-reference`: fit a model's abstention reference again without retraining, as a new version
+(a model trained before abstention existed, or before the reference kept the block before the last)."""
 from __future__ import annotations
 
 import argparse
@@ -6,16 +7,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tumord.model import registry
 from tumord.abstain.upgrade import add_reference
 from tumord.commands.common import add_config_options, config_from_args, training_lock
 from tumord.logs import get_logger
+from tumord.model import checkpoint, registry
+from tumord.training.rebuild import training_scans
 
 log = get_logger("tumord.models")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("add-reference", help="add the abstention reference to a model without retraining it")
+    p = sub.add_parser("add-reference", help="fit a model's abstention reference again without retraining it")
     p.add_argument("--version", default=None, help="the version to upgrade (default: the current one)")
     p.add_argument("--data", type=Path, default=None,
                    help="the folder it was trained on (default: data_root in its report.json)")
@@ -34,9 +36,10 @@ def run(args: argparse.Namespace) -> int:
     if report is None:
         raise ValueError(f"{registry.versions_dir(models_dir) / version}: no readable report.json with its split")
     data = args.data or Path(report.get("summary", {}).get("data_root", ""))
+    model = checkpoint.load(registry.versions_dir(models_dir) / version / registry.MODEL_FILE)
+    scans = training_scans(model, report, data, cfg)
     with tempfile.TemporaryDirectory(prefix=".add-reference-", dir=models_dir) as tmp:
-        meta = add_reference(registry.versions_dir(models_dir) / version / registry.MODEL_FILE, report, data,
-                             Path(tmp), cfg["paths"]["cache"])
+        meta = add_reference(model, report, scans, Path(tmp))
         # under the training lock: a training run cleans up staging folders it does not own
         with training_lock(cfg):
             new = registry.add_model(models_dir, Path(tmp) / registry.MODEL_FILE)

@@ -52,7 +52,7 @@ def _findings(rows: list[dict], args) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tumord.abstain.fit import pooled_features
+    from tumord.abstain.fit import layer_features
     from tumord.training import audit
 
     cfg = config_from_args(args)
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         thumbs.append(np.asarray(th))
     labels, images, thumbs = np.concatenate(labels), np.concatenate(images), np.concatenate(thumbs)
     groups = near_duplicate_groups(thumbs, cfg["train"]["dedup_similarity"])
-    features = pooled_features(model.net, images, np.arange(len(images)))
+    features = layer_features(model.net, images, np.arange(len(images)))["pooled"]
     probs = audit.out_of_fold_probs(features, labels, groups, len(names), args.folds)
     suggested = audit.confident_label_issues(probs, labels)
     z = audit.outlier_z(features, groups)

@@ -148,9 +148,11 @@ TABLE: dict[str, Any] = {
     },
     "abstain": {
         "enabled": Key(True, "false: verdicts never abstain (probabilities are unchanged)"),
-        "method": Key("knn", "feature distance: knn (nearest training scan), mahalanobis (class means)\n"
-                             "or combined (both, each as its share of validation scans farther)",
-                      choices=("knn", "mahalanobis", "combined")),
+        "method": Key("blocks", "feature distance: knn (nearest training scan), mahalanobis (class means),\n"
+                             "mahalanobis_previous (class means of the block before the last), combined (knn\n"
+                             "and mahalanobis, each as its share of validation scans farther) or blocks\n"
+                             "(those three so; a model file without the block before's statistics: combined)",
+                      choices=("knn", "mahalanobis", "mahalanobis_previous", "combined", "blocks")),
         "accept_share": Key(0.95, "the distance threshold lets this share of the validation scans through",
                             above=0, at_most=1),
         "min_side": Key(64, "scans whose shorter side is under this many pixels are too small", **NOT_NEGATIVE),

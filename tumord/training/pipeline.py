@@ -79,7 +79,8 @@ def _progress(row: dict) -> None:
           file=sys.stderr, flush=True)
 
 
-def _split_record(data: Prepared) -> dict:
+def split_record(data: Prepared) -> dict:
+    """Each part's file names, relative to the data folder (report.json's split)."""
     root = data.listing.root
     return {
         name: sorted(str(data.listing.files[i].relative_to(root)) for i in idx) for name, idx in data.split.items()
@@ -190,7 +191,7 @@ def train(data_dir: Path, cfg: dict, staging: Path, init_from: checkpoint.Classi
                                    threshold=site_report and site_report["threshold"])
     meta = checkpoint.save(staging / "model.npz", net, meta, reference)
     report = {"model": {"version": meta["version"], "sha256": meta["weights_sha256"]}, "test": metrics,
-              "calibration": calibration, "summary": summary, "history": hist.epochs, "split": _split_record(data),
+              "calibration": calibration, "summary": summary, "history": hist.epochs, "split": split_record(data),
               "site": site_report}
     write_atomic(staging / "report.json", json.dumps(report, indent=1))
     write_figure(staging / "report.png", hist.epochs, probs, y_te, metrics, train_cfg["negative_class"])
