@@ -10,7 +10,8 @@ training part and turned into surprises on its own validation part; then the dis
 predicted class's mean, the relative Mahalanobis distance (Ren et al. 2021) and means of surprises. Each score's AUROC (the
 other source against the model's own test part) and the accuracy gain at 70% coverage on the
 other source's --part are printed. Candidates are compared on --part val; test is looked at once.
-Not used by tumord: docs/abstention.md says what it found.
+The best on validation (Mahalanobis on block 4's means, Mahalanobis and k-NN on block 5's) is
+tumord's `blocks` score since 2026-12-03; docs/abstention.md says what else it found.
 """
 from __future__ import annotations
 

@@ -15,7 +15,9 @@ metadata (a bench/cross_source.py model: the joint split's training and validati
 the shared groups it was told to hold out). The other source plays the new site. Its training part, less every scan nearly duplicating one the
 base model trained or was validated on, is the pool a person labels from, thinned to at most
 --normal-share normal scans (a site's labels can run 9 to 1); its test part, group-disjoint from
-the pool, is where each model is judged. Each fine-tune is what `tumord train` does with k site
+the pool, is where each model is judged (--part val: its validation part, where fine-tuning
+settings are chosen); each row also gives the fine-tuned model on the base source's own test part
+(what the gate's max_drop guards). Each fine-tune is what `tumord train` does with k site
 scans: start from the model; the base training scans plus the site's, the site drawn at
 train.site.share of each (short: finetune_draws) epoch, each part class-balanced; 20% of the k
 scans (by near-duplicate group) held out to choose the decision threshold; train.finetune_epochs
@@ -54,15 +56,15 @@ from tumord.training.trainer import fit  # noqa: E402
 DATASETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
 
 
-def base_parts(model, model_file: Path, loso) -> tuple[str, np.ndarray, np.ndarray]:
-    """(source, train, val) indices the base model learned from."""
+def base_parts(model, model_file: Path, loso) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """(source, train, val, test) indices: what the base model learned from and its own test part."""
     report_file = model_file.parent / "report.json"
     if report_file.is_file():  # a tumord-trained model: its own (binary, single-source) split
         report = json.loads(report_file.read_text())
         root = Path(report["summary"]["data_root"]).resolve()
         rel = {str(p.resolve().relative_to(root)): i for i, p in enumerate(loso.data.files)
                if root in p.resolve().parents}
-        return "binary", *(np.array([rel[f] for f in report["split"][s]]) for s in ("train", "val"))
+        return "binary", *(np.array([rel[f] for f in report["split"][s]]) for s in ("train", "val", "test"))
     training = model.meta.get("training", {})
     source = training.get("source")
     if source not in loso.data.names:
@@ -73,7 +75,7 @@ def base_parts(model, model_file: Path, loso) -> tuple[str, np.ndarray, np.ndarr
         train, _ = hold_out_shared(loso, train, training["hold_out_shared"])
     if training.get("excluded_by_audit"):
         raise ValueError(f"{model_file}: trained without audit findings; its training part is not recorded")
-    return source, train, loso.part(source, "val")
+    return source, train, loso.part(source, "val"), loso.part(source, "test")
 
 
 def thin_pool(pool: np.ndarray, labels: np.ndarray, normal_share: float, rng) -> np.ndarray:
@@ -140,12 +142,12 @@ def run(args) -> dict:
     model = checkpoint.load(args.model)
     loso = load_loso(args.datasets, model.preprocess, cfg["paths"]["cache"])
     d = loso.data
-    source, base_train, base_val = base_parts(model, args.model, loso)
+    source, base_train, base_val, base_test = base_parts(model, args.model, loso)
     site, seen = loso.other(source), np.concatenate([base_train, base_val])
     natural = loso.unseen_part(site, "train", seen)
     pool = thin_pool(natural, d.labels, args.normal_share, np.random.default_rng(0))
-    test = loso.unseen_part(site, "test", seen)
-    out = {"base_source": source, "site": site, "test": int(len(test)),
+    test = loso.judged_parts(site, base_train, base_val)[args.part]  # "test" for reported figures
+    out = {"base_source": source, "site": site, "judged_on": args.part, "test": int(len(test)),
            "test_normals": int((d.labels[test] == 0).sum()),
            "pool_before_thinning": int(len(natural)), "pool_normals_before": int((d.labels[natural] == 0).sum()),
            "pool": int(len(pool)), "pool_normals": int((d.labels[pool] == 0).sum()),
@@ -159,7 +161,9 @@ def run(args) -> dict:
         (args.out / "results.json").write_text(json.dumps(out, indent=1))
 
     if 0 in args.k:
-        save({"k": 0, "select": "none", **scores(model.logits(d.images[test]), d.labels[test], model.temperature)})
+        own = scores(model.logits(d.images[base_test]), d.labels[base_test], model.temperature)
+        save({"k": 0, "select": "none", **scores(model.logits(d.images[test]), d.labels[test], model.temperature),
+              "base_source_test": {m: own[m] for m in ("accuracy", "balanced_accuracy", "auc")}})
     if args.alone:
         alone = checkpoint.load(args.alone)
         save({"k": None, "select": f"trained on the {site} set alone",
@@ -176,8 +180,10 @@ def run(args) -> dict:
         for k in [k for k in args.k if k > 0]:
             labelled = choose(pool, k, how, ranked, np.random.default_rng(k))
             net, temperature, info = finetune(args.model, d, base_train, base_val, labelled, cfg)
+            own = scores(predict_logits(net, d.images, base_test), d.labels[base_test], temperature)
             save({"k": k, "select": how, "labelled_normals": int((d.labels[labelled] == 0).sum()), **info,
-                  **scores(predict_logits(net, d.images, test), d.labels[test], temperature)})
+                  **scores(predict_logits(net, d.images, test), d.labels[test], temperature),
+                  "base_source_test": {m: own[m] for m in ("accuracy", "balanced_accuracy", "auc")}})
     return out
 
 
@@ -221,6 +227,9 @@ def main() -> None:
     ap.add_argument("--normal-share", type=float, default=0.1,
                     help="most share of normal scans in the labelled pool (default 0.1: 9 tumors to 1 normal)")
     ap.add_argument("--alone", type=Path, default=None, help="a model trained on the site's source alone")
+    ap.add_argument("--part", choices=["test", "val"], default="test",
+                    help="judge on the site's test part (reported figures) or its validation part (for choosing "
+                         "fine-tuning settings; it keeps copies of the base model's validation scans)")
     ap.add_argument("--datasets", type=Path, default=DATASETS)
     ap.add_argument("--config", type=Path, default=None)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -1,6 +1,7 @@
-"""Reference statistics of the training data's pooled features, and the distance of a scan to them.
+"""Reference statistics of the training data's features, and the distance of a scan to them.
 
-Two distances, both larger for scans less like the training data:
+On the pooled features (the last block's channel means), two distances, both larger for scans
+less like the training data:
 - knn: the distance of the L2-normalized feature vector to its k-th nearest neighbour among the
   training scans' normalized features (Sun et al., ICML 2022);
 - mahalanobis: the smallest Mahalanobis distance to a class mean under one covariance shared by
@@ -9,7 +10,7 @@ The validation scans' scores are kept sorted, so a threshold that lets a chosen 
 in-source scans through is read off them at load time (`threshold`).
 
 A third distance, mahalanobis_previous, is the class Mahalanobis distance of the channel means
-of the block before the last one (`features.layer_features` "previous"): the last block sees
+of the block before the last one ("previous" in `tumord/model/features.py`): the last block sees
 what the classifier needs, the one before it more of how the image looks.
 
 Two scores put distances on one scale before adding them: each distance becomes its surprise,
