@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.support import workdir
+from tests.synthetic import write_dataset
 from tumord.cli import main
 from tumord.model import checkpoint, registry
 
@@ -94,3 +95,26 @@ def test_add_reference_refuses_data_that_no_longer_give_the_model_s_split(traine
     err = capsys.readouterr().err
     assert "the train split assembled again differs from the one report.json lists" in err and gone in err
     assert registry.version_names(tmp_path / "models") == [version]
+
+
+def test_add_reference_refits_a_model_trained_with_extra_data_exactly_as_training_stored_it(tmp_path, capsys):
+    """The training scans are assembled again, extra folders included: the refitted reference is the
+    one training stored, array for array (and gains nothing it had, loses nothing)."""
+    root = workdir(tmp_path, per_class=30)
+    write_dataset(tmp_path / "extra", per_class=12, size=64, seed=9, classes=("healthy", "tumour"))
+    extra = ["--set", f"train.extra_data=[{tmp_path / 'extra'}]",
+             "--set", "train.extra_classes=[healthy=normal, tumour=tumor]"]
+    assert main(["train", "--data", str(root / "data"), "--config", str(root / "config.yaml"), *SMALL_CNN, *extra,
+                 "--output", str(root / "run")]) == 0
+    trained = checkpoint.load(root / "run" / "model.npz")
+    report = json.loads((root / "run" / "report.json").read_text())
+    (used,) = [e["used"] for e in report["summary"]["extra_training_data"]]
+    assert used > 0 and trained.meta["abstain"]["bank"] == len(report["split"]["train"]) + used  # extra scans in it
+    version = registry.add_model(root / "models", root / "run" / "model.npz")
+    assert main(["add-reference", "--version", version, "--config", str(root / "config.yaml")]) == 0
+    new = next(v for v in registry.version_names(root / "models") if v != version)
+    refitted = checkpoint.load(registry.versions_dir(root / "models") / new / "model.npz")
+    before, after = trained.reference.to_arrays(), refitted.reference.to_arrays()
+    assert sorted(before) == sorted(after)
+    for name in before:
+        np.testing.assert_array_equal(before[name], after[name], err_msg=name)
