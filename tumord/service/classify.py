@@ -141,7 +141,7 @@ class Classify(Worker):
         self.root = os.path.abspath(root)
         self.ready, self.out, self.slot, self.ledger = ready, out, slot, ledger
         self.limits, self.batch_size, self.inflight, self.retry, self.log = limits, batch_size, inflight, retry, log
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="decode")
+        self.pool, self.threads = ThreadPoolExecutor(threads, thread_name_prefix="decode"), threads
         # chunks of a batch predicted in parallel, one BLAS thread each: on two cores this uses the
         # second core while decoding leaves it idle, without BLAS threads waiting on each other
         self.predict_pool = ThreadPoolExecutor(predict_threads, thread_name_prefix="predict") \
@@ -192,16 +192,28 @@ class Classify(Worker):
         return items
 
     def start_batch(self, items: list[Ready]):
+        """Prepares the files in the pool: one task per thread, each taking the next file until none
+        is left (one hand-off per thread, not per file, and no thread idles while files are left)."""
         model = self.slot.model  # one model per batch: swaps land between batches
         now = time.monotonic()
-        return model, [self.pool.submit(timed_prepare, r, self.root, model, self.limits, now) for r in items]
+        scans: list[Scan | None] = [None] * len(items)
+        left = iter(range(len(items)))  # shared by the tasks: next() on it is atomic under the GIL
+
+        def work() -> None:
+            for i in left:
+                scans[i] = timed_prepare(items[i], self.root, model, self.limits, now)
+
+        return model, [self.pool.submit(work) for _ in range(min(self.threads, len(items)))], scans
 
     def classify(self, items: list[Ready]) -> Batch:
         return self.finish_batch(*self.start_batch(items))
 
-    def finish_batch(self, model: Classifier, futures) -> Batch:
+    def finish_batch(self, model: Classifier, tasks, scans: list[Scan]) -> Batch:
+        for t in tasks:
+            t.result()
         batch = Batch(model)
-        for scan in (f.result() for f in futures):
+        found = []
+        for scan in scans:
             if scan.fingerprint is None:
                 self.inflight.discard(scan.path)
                 self.log.info("scan.skipped", file=scan.shown, reason="vanished before it could be read")
@@ -217,8 +229,10 @@ class Classify(Worker):
                     self.log.info("scan.waiting", file=scan.shown, reason=scan.retry,
                                   action="tried again later; failed only if it stays like this")
             else:
-                scan.previous = self.ledger.find(scan.fingerprint)
-                batch.scans.append(scan)
+                found.append(scan)
+        for scan, previous in zip(found, self.ledger.find_many([s.fingerprint for s in found])):
+            scan.previous = previous
+            batch.scans.append(scan)
         todo = [s for s in batch.scans if s.image is not None and not s.already_done]
         predict_seconds = 0.0
         if todo:

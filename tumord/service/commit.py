@@ -87,6 +87,8 @@ class Commit(Worker):
         self.series = series  # SeriesTracker: told of each DICOM verdict once it is durable
         self.io = ThreadPoolExecutor(64, thread_name_prefix="fsync")  # parallel fsyncs share journal commits (no syncfs)
         self.recovered: dict | None = None
+        # the folders as strings ending in a separator: four names are checked per new scan
+        self._folder_names = tuple(os.path.join(p, "") for p in (folders.output, folders.archive, folders.failed))
         # set once start-up recovery is over: batches judged before it could hold rows it changes
         self.started = threading.Event()
 
@@ -240,10 +242,10 @@ class Commit(Worker):
         return [s.previous for s in scans]
 
     def _files_exist(self, name: str, rel: str) -> bool:
-        f, suffix = self.folders, os.path.splitext(rel)[1]
-        return any(os.path.exists(os.path.join(folder, file)) for folder, file in (
-            (f.output, f"{name}.json"), (f.archive, f"{name}{suffix}"), (f.failed, f"{name}{suffix}"),
-            (f.failed, f"{name}.error.json")))
+        output, archive, failed = self._folder_names
+        suffix = os.path.splitext(rel)[1]
+        return any(os.path.exists(path) for path in (
+            f"{output}{name}.json", f"{archive}{name}{suffix}", f"{failed}{name}{suffix}", f"{failed}{name}.error.json"))
 
     def _outcome(self, scan: Scan, row: Row, model) -> tuple[Verdict, dict, Path]:
         """The ledger's verdict, the JSON record, and where the record goes."""

@@ -16,6 +16,7 @@ import fnmatch
 import logging
 import os
 import queue
+import re
 import time
 from dataclasses import dataclass
 
@@ -50,9 +51,12 @@ MAX_RETRY_DELAY = 60.0  # seconds between attempts at a file that cannot be read
 
 
 def temporary_matcher(patterns: list[str]):
-    """is_temporary(name) for fnmatch patterns, compared without regard to case."""
-    lowered = [p.lower() for p in patterns]
-    return lambda name: any(fnmatch.fnmatchcase(name.lower(), p) for p in lowered)
+    """is_temporary(name) for fnmatch patterns, compared without regard to case (one regular
+    expression for all of them: each file's name is checked once, not once per pattern)."""
+    if not patterns:
+        return lambda name: False
+    either = re.compile("|".join(fnmatch.translate(p.lower()) for p in patterns))
+    return lambda name: either.match(name.lower()) is not None
 
 
 is_temporary = temporary_matcher(TEMPORARY_NAMES)
@@ -269,7 +273,8 @@ class Intake(Worker):
 
     def _wanted(self, path: str) -> bool:
         """Whether `path` is a candidate scan; logs each ignored temporary file or subfolder once."""
-        rel = os.path.relpath(path, self.root)
+        # the observer's paths are the folder's joined with a name: a prefix, no relpath, per event
+        rel = path[len(self.root) + 1:] if path.startswith(self.root + os.sep) else os.path.relpath(path, self.root)
         if rel == "." or rel == ".." or rel.startswith(".." + os.sep):
             return False  # the folder itself, or outside it
         parts = rel.split(os.sep)

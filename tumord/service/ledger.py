@@ -88,7 +88,13 @@ class Row:
 
 _COLUMNS = ("id, name, path, size, mtime_ns, ino, sha256, received_at, state, outcome, csv_at, csv_line, moved_to, "
             "csv_ino, label, error, model")
+_S_COLUMNS = ", ".join(f"s.{c}" for c in _COLUMNS.split(", "))  # the same, of the table named s
 _ADDED = {"csv_ino": "INTEGER", "stayed": "INTEGER"}  # columns newer than the first ledgers
+
+
+def _key(fp: Fingerprint) -> tuple:
+    """What `find` matches on: the bytes' hash, or size and mtime for a file whose bytes were not read."""
+    return (fp.path, fp.ino, fp.sha256) if fp.sha256 is not None else (fp.path, fp.ino, None, fp.size, fp.mtime_ns)
 
 
 def _row(r) -> Row:
@@ -133,15 +139,25 @@ class Ledger:
     # --- reads -------------------------------------------------------------------------------
     def find(self, fp: Fingerprint) -> Row | None:
         """The latest row for this file with these bytes, if it was judged before (see the docstring)."""
-        if fp.sha256 is None:
-            rows = self._query(f"SELECT {_COLUMNS} FROM scans WHERE path=? AND ino=? AND size=? AND mtime_ns=? "
-                               "AND sha256 IS NULL ORDER BY id DESC LIMIT 1",
-                               (os.fsencode(fp.path), fp.ino, fp.size, fp.mtime_ns))
-        else:
-            rows = self._query(f"SELECT {_COLUMNS} FROM scans WHERE path=? AND ino=? AND sha256=? "
-                               "AND stayed IS NOT 1 ORDER BY id DESC LIMIT 1",
-                               (os.fsencode(fp.path), fp.ino, fp.sha256))
-        return _row(rows[0]) if rows else None
+        return self.find_many([fp])[0]
+
+    def find_many(self, fps: list[Fingerprint]) -> list[Row | None]:
+        """`find` for each of a batch's fingerprints, in one query per 400 of them: the rows of the
+        same path and inode, of which the latest with the same bytes (a file whose bytes were not read:
+        the same size and mtime) is the one; one whose input stayed after its bytes changed is not."""
+        pairs = sorted({(os.fsencode(fp.path), fp.ino) for fp in fps})
+        latest = {}
+        for i in range(0, len(pairs), 400):  # two bound parameters each, within SQLite's limit
+            chunk = pairs[i:i + 400]
+            # a join, not `(path, ino) IN (VALUES ...)`: SQLite searches the index for a join only
+            rows = self._query(f"WITH w(path, ino) AS (VALUES {','.join(['(?, ?)'] * len(chunk))}) "
+                               f"SELECT {_S_COLUMNS}, s.stayed FROM w JOIN scans s ON s.path = w.path "
+                               "AND s.ino = w.ino ORDER BY s.id", [v for pair in chunk for v in pair])
+            for r in rows:  # in id order: the last row kept for a key is the latest, as `find` returns
+                row = _row(r[:-1])
+                if row.fingerprint.sha256 is None or r[-1] != 1:  # its bytes changed after judging: not them
+                    latest[_key(row.fingerprint)] = row
+        return [latest.get(_key(fp)) for fp in fps]
 
     def _query_in(self, sql: str, values: list) -> list:
         """Rows of `sql`, whose one `{}` becomes a list of placeholders, over every value, in chunks

@@ -184,7 +184,7 @@ class Service:
             self.log.info("startup.swept", file=str(p), reason="temporary file left by an interrupted run")
         self.ledger = self._open_ledger()
         self.csv = VerdictCsv(s.output / CSV_NAME, model.class_names)
-        self.ready: queue.Queue = queue.Queue()
+        self.ready: queue.SimpleQueue = queue.SimpleQueue()  # C-implemented: a put and a get per scan
         self.batches: queue.Queue = queue.Queue(maxsize=2)  # backpressure when the disk is slow
         self.observer = PollingObserver(timeout=s.poll_seconds) if s.observer == "polling" else native_observer()
         self.observer.start()  # the intake watches the folder, then scans it: nothing falls between
