@@ -111,7 +111,7 @@ TABLE: dict[str, Any] = {
                                "(tumord train --from-scratch does that once)", choices=("current", "scratch")),
         "finetune_epochs": Key(5, "fine-tuning: epochs and peak learning rate, in place of epochs and lr",
                                **POSITIVE),
-        "finetune_lr": Key(0.0005, **NOT_NEGATIVE),
+        "finetune_lr": Key(0.001, **NOT_NEGATIVE),
         "site": {
             "share": Key(0.5, "share of each epoch's draws that are the site's labelled scans (paths.training);\n"
                               "the site and the other sources are each drawn class-balanced", **SHARE),
