@@ -56,10 +56,10 @@ def block_statistics(net, images, idx: np.ndarray) -> dict[str, np.ndarray]:
 
 def tied_gaussian(f: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Class means and shared precision (as tumord's reference fits them); the class-agnostic ones."""
+    means, precision = fd.class_gaussian(f, y, len(np.unique(y)))
     f = f.astype(np.float64)
-    means, mean = np.stack([f[y == c].mean(0) for c in np.unique(y)]), f.mean(0)
-    return (means.astype(np.float32), fd.shrunk_precision(f - means[y]).astype(np.float32),
-            mean.astype(np.float32), fd.shrunk_precision(f - mean).astype(np.float32))
+    mean = f.mean(0)
+    return means, precision, mean.astype(np.float32), fd.shrunk_precision(f - mean).astype(np.float32)
 
 
 def squared(f, m, p):

@@ -160,10 +160,13 @@ def run(args) -> dict:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(out, indent=1))
 
+    def own_test(logits, temperature) -> dict:  # the base source's own test part: what the gate guards
+        own = scores(logits, d.labels[base_test], temperature)
+        return {m: own[m] for m in ("accuracy", "balanced_accuracy", "auc")}
+
     if 0 in args.k:
-        own = scores(model.logits(d.images[base_test]), d.labels[base_test], model.temperature)
         save({"k": 0, "select": "none", **scores(model.logits(d.images[test]), d.labels[test], model.temperature),
-              "base_source_test": {m: own[m] for m in ("accuracy", "balanced_accuracy", "auc")}})
+              "base_source_test": own_test(model.logits(d.images[base_test]), model.temperature)})
     if args.alone:
         alone = checkpoint.load(args.alone)
         save({"k": None, "select": f"trained on the {site} set alone",
@@ -180,10 +183,9 @@ def run(args) -> dict:
         for k in [k for k in args.k if k > 0]:
             labelled = choose(pool, k, how, ranked, np.random.default_rng(k))
             net, temperature, info = finetune(args.model, d, base_train, base_val, labelled, cfg)
-            own = scores(predict_logits(net, d.images, base_test), d.labels[base_test], temperature)
             save({"k": k, "select": how, "labelled_normals": int((d.labels[labelled] == 0).sum()), **info,
                   **scores(predict_logits(net, d.images, test), d.labels[test], temperature),
-                  "base_source_test": {m: own[m] for m in ("accuracy", "balanced_accuracy", "auc")}})
+                  "base_source_test": own_test(predict_logits(net, d.images, base_test), temperature)})
     return out
 
 
