@@ -155,7 +155,7 @@ class Watch:
 
     def start(self) -> "Watch":
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-        env.update(PYTHONPATH=str(REPO), **self.env)
+        env.update(PYTHONPATH=str(REPO), PYTHONFAULTHANDLER="1", **self.env)  # stacks on SIGABRT (stop)
         self.proc = subprocess.Popen([*self.wrap, sys.executable, *self.module, "watch", "--log-json", *self.args],
                                      cwd=self.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
@@ -202,10 +202,19 @@ class Watch:
     def send(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
-    def stop(self, timeout: float = 10.0) -> int:
-        """SIGTERM, then the exit code."""
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then the exit code. The timeout is the units' TimeoutStopSec: the service drains
+        for at most watch.drain_seconds, but a loaded CI machine once took over 10 s to see it exit.
+        A service still running then is made to print every thread's stack (faulthandler, SIGABRT)."""
         self.send(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.send(signal.SIGABRT)
+            self.proc.wait(10)
+            time.sleep(0.5)  # the reader thread takes the last lines
+            raise AssertionError(f"still running {timeout}s after SIGTERM; log and stacks:\n"
+                                 f"{''.join(self.raw[-80:])}") from None
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
