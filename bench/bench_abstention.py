@@ -68,11 +68,10 @@ def accuracy_at(score: np.ndarray, correct: np.ndarray, coverage: float) -> floa
     return float(correct[keep].mean())
 
 
-def far_out(model, test_images: np.ndarray, inside: dict) -> dict:
+def far_out(model, test_images: np.ndarray, inside: dict, thresholds: dict[str, float]) -> dict:
     """`decision_<method>` is the service's with abstain.method <method> (input checks, then the
-    score); `abstained_<method>`: the share it abstains on at the 95% threshold."""
+    score); `abstained_<method>`: the share it abstains on at its 95% threshold (`thresholds`)."""
     checks, rng = InputChecks(), np.random.default_rng(0)
-    thresholds = {m: model.reference.threshold(0.95, m) for m in DECIDED}
     result, pooled = {}, {k: [] for k in (*SCORES, *(f"decision_{m}" for m in DECIDED))}
     for kind, raws in farout.all_kinds(rng, test_images).items():
         refused = np.array([bool(checks.reasons(r)) for r in raws])
@@ -168,8 +167,9 @@ def main() -> None:
     _, train_thumbs = load_images([root / f for f in split["train"]], model.preprocess, args.cache)
     inside = scores(model, np.asarray(test_images))
     inside.update({f"decision_{m}": inside[m] for m in DECIDED})  # every test scan passes the input checks
-    threshold = model.reference.threshold(0.95, "knn")
-    far = far_out(model, np.asarray(test_images), inside)
+    thresholds = {m: model.reference.threshold(0.95, m) for m in DECIDED}
+    threshold = thresholds["knn"]
+    far = far_out(model, np.asarray(test_images), inside, thresholds)
     if report["summary"].get("extra_training_data"):  # it trained on the 4-class set too: no other source left
         other_part = {"skipped": "the model trained on the 4-class set as well; for the other source, train on one "
                                  "source and run bench/loso_abstention.py"}
@@ -179,8 +179,7 @@ def main() -> None:
         plot(args.plot, other)
         other_part = {k: v for k, v in other.items() if not k.startswith("_")}
     out = {"model": model.identity["version"], "threshold_knn_95": round(threshold, 4),
-           **{f"binary_test_abstained_{m}": round(float((inside[m] > model.reference.threshold(0.95, m)).mean()), 4)
-              for m in DECIDED},
+           **{f"binary_test_abstained_{m}": round(float((inside[m] > t).mean()), 4) for m, t in thresholds.items()},
            "far_out": far, "other_source": other_part,
            "ms_per_scan": cost(model), "seconds": round(time.monotonic() - started, 1)}
     print(json.dumps(out, indent=1))
