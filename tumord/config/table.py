@@ -195,7 +195,7 @@ TABLE: dict[str, Any] = {
                                   "thread (docs/benchmarks.md)", **POSITIVE),
         "blas_threads": Key(1, "threads of each matrix product (0: the BLAS library's default, one per\n"
                                "core). Threads inside one small product wait on each other whenever\n"
-                               "decoding takes a core; parallel chunks do not", **NOT_NEGATIVE,
+                               "another thread takes a core; parallel chunks do not", **NOT_NEGATIVE,
                             expect="0 (the BLAS library's default) or a positive number of threads"),
         "max_pixels": Key(25_000_000, "larger images are refused from their header, before decoding", **POSITIVE),
         "max_bytes": Key(268_435_456, "larger files are refused unread (256 MiB)", **POSITIVE),

@@ -142,28 +142,27 @@ class Classify(Worker):
         self.ready, self.out, self.slot, self.ledger = ready, out, slot, ledger
         self.limits, self.batch_size, self.inflight, self.retry, self.log = limits, batch_size, inflight, retry, log
         self.pool, self.threads = ThreadPoolExecutor(threads, thread_name_prefix="decode"), threads
-        # chunks of a batch predicted in parallel, one BLAS thread each: on two cores this uses the
-        # second core while decoding leaves it idle, without BLAS threads waiting on each other
+        # chunks of a batch predicted in parallel, one BLAS thread each: two small products on two
+        # cores, without BLAS threads waiting on each other
         self.predict_pool = ThreadPoolExecutor(predict_threads, thread_name_prefix="predict") \
             if predict_threads > 1 else None
         self.explain, self.events = explain, events
 
     def run(self) -> None:
-        """Decodes batch k+1 in the pool while batch k is predicted, so both cores stay busy. Once
-        stopped, finishes the batch in hand; files still queued stay in the folder for next time."""
-        pending = None
+        """Decodes a batch, then predicts it, then takes the next. Decoding the next batch while one
+        is predicted ran four busy threads on two cores, which evicted each other's caches and waited
+        on each other's GIL: the service did 10-20% more CPU work per scan and ended up slower
+        (docs/benchmarks.md, "Decode, then predict"). The commit stage, in its own thread, fills the
+        gaps. Once stopped, finishes the batch in hand; files still queued stay in the folder for
+        next time."""
         while self.after is not None and not self.after.wait(0.5):
             self.beat()
         try:
-            while True:
+            while not self.stopping.is_set():
                 self.beat()
-                items = [] if self.stopping.is_set() else self._take(block=pending is None)
-                started = self.start_batch(items) if items else None
-                if pending is not None:
-                    self._hand_over(self.finish_batch(*pending))
-                pending = started
-                if pending is None and self.stopping.is_set():
-                    return
+                items = self._take()
+                if items:
+                    self._hand_over(self.classify(items))
         finally:
             self.pool.shutdown(wait=True)
             if self.predict_pool is not None:
@@ -179,9 +178,11 @@ class Classify(Worker):
             except queue.Full:
                 continue
 
-    def _take(self, block: bool) -> list[Ready]:
+    def _take(self) -> list[Ready]:
+        """The next batch: waits briefly for one file, then takes those already queued behind it
+        (a lone scan is not kept waiting for company)."""
         try:
-            items = [self.ready.get(timeout=0.2) if block else self.ready.get_nowait()]
+            items = [self.ready.get(timeout=0.2)]
         except queue.Empty:
             return []
         while len(items) < self.batch_size:
@@ -191,10 +192,13 @@ class Classify(Worker):
                 break
         return items
 
-    def start_batch(self, items: list[Ready]):
+    def classify(self, items: list[Ready]) -> Batch:
+        model = self.slot.model  # one model per batch: swaps land between batches
+        return self._judged(model, self._prepared(items, model))
+
+    def _prepared(self, items: list[Ready], model: Classifier) -> list[Scan]:
         """Prepares the files in the pool: one task per thread, each taking the next file until none
         is left (one hand-off per thread, not per file, and no thread idles while files are left)."""
-        model = self.slot.model  # one model per batch: swaps land between batches
         now = time.monotonic()
         scans: list[Scan | None] = [None] * len(items)
         left = iter(range(len(items)))  # shared by the tasks: next() on it is atomic under the GIL
@@ -203,14 +207,11 @@ class Classify(Worker):
             for i in left:
                 scans[i] = timed_prepare(items[i], self.root, model, self.limits, now)
 
-        return model, [self.pool.submit(work) for _ in range(min(self.threads, len(items)))], scans
+        for task in [self.pool.submit(work) for _ in range(min(self.threads, len(items)))]:
+            task.result()
+        return scans
 
-    def classify(self, items: list[Ready]) -> Batch:
-        return self.finish_batch(*self.start_batch(items))
-
-    def finish_batch(self, model: Classifier, tasks, scans: list[Scan]) -> Batch:
-        for t in tasks:
-            t.result()
+    def _judged(self, model: Classifier, scans: list[Scan]) -> Batch:
         batch = Batch(model)
         found = []
         for scan in scans:
