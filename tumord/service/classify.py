@@ -149,12 +149,11 @@ class Classify(Worker):
         self.explain, self.events = explain, events
 
     def run(self) -> None:
-        """Decodes a batch, then predicts it, then takes the next. Decoding the next batch while one
-        is predicted ran four busy threads on two cores, which evicted each other's caches and waited
-        on each other's GIL: the service did 10-20% more CPU work per scan and ended up slower
-        (docs/benchmarks.md, "Decode, then predict"). The commit stage, in its own thread, fills the
-        gaps. Once stopped, finishes the batch in hand; files still queued stay in the folder for
-        next time."""
+        """Decodes a batch, then predicts it, then takes the next (the commit stage writes the batch
+        before meanwhile). Decoding the next batch while one was predicted ran four busy threads on
+        two cores: more CPU per scan, more of it in the kernel, and a lower burst rate on an idle
+        machine (docs/benchmarks.md, "Decode, then predict"). Once stopped, finishes the batch in
+        hand; files still queued stay in the folder for next time."""
         while self.after is not None and not self.after.wait(0.5):
             self.beat()
         try:
