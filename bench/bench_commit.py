@@ -62,7 +62,7 @@ def one_run(model, files: list[Path], group: int) -> tuple[float, float]:
         names = sorted(os.listdir(folders.input))
         batches = [classify.classify([Ready(str(folders.input / n), "2026-01-01T00:00:00.000Z", time.monotonic())
                                       for n in names[i:i + size]]) for i in range(0, len(names), size)]
-        classify.pool.shutdown()
+        classify.judge.close()
         wall, cpu = time.perf_counter(), time.process_time()
         for i in range(0, len(batches), group):
             commit.commit(*batches[i:i + group])

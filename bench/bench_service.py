@@ -22,7 +22,9 @@ burst (the load of a shared machine drifts), in batches of `watch.batch_size`:
 The in-process figures use as many BLAS and prediction threads as the service
 (`watch.blas_threads` and `watch.predict_threads`, or --blas-threads and --predict-threads for
 both), so they compare like with like; the BLAS kernel and thread count are printed. The
-service's peak RSS (VmHWM, over its idle drops and the burst) is printed too.
+service's peak RSS (VmHWM, over its idle drops and the burst) is printed too. The service's CPU
+time and peak RSS include its judge process (`watch.judge_process`); --set passes settings to the
+service, e.g. `--set watch.judge_process=false` for the judge in the service's own process.
 
 For single scans it also shows where the time goes (medians): found complete (the event and
 the settle window: complete -> handed on), queued, decoding, the rest of classify (waiting for
@@ -36,7 +38,7 @@ deleted inode near it on every file it creates, for about a minute (its `recentl
 as long between two invocations of this script.
 
     python bench/bench_service.py [--model PATH] [--data DIR] [--burst 2000] [--idle 10] [--runs 1]
-                                  [--blas-threads N] [--predict-threads N] [--json]
+                                  [--blas-threads N] [--predict-threads N] [--set KEY=VALUE] [--json]
 
 --model defaults to the current model in models/; --data to ../shared/datasets/brain-tumor.
 """
@@ -147,18 +149,42 @@ def judge_only(model, files: list[Path], threads: int, batch: int, predict_threa
     return in_process(files, threads, batch, predict_threads, one, per_batch)
 
 
+def service_pids(pid: int) -> list[int]:
+    """The service and its descendants (its judge process), from /proc's children lists."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        for task in Path(f"/proc/{pids[i]}/task").glob("*"):
+            try:
+                pids += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+        i += 1
+    return pids
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of a process and its descendants (Linux /proc)."""
+    total = 0.0
+    for p in service_pids(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def peak_rss_mb(pid: int) -> float:
-    """The peak resident memory of a process so far (VmHWM, Linux /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """The peak resident memory so far (VmHWM, Linux /proc) of a process and its descendants, summed:
+    an upper bound on their peak together."""
+    total = 0.0
+    for p in service_pids(pid):
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+    return total
 
 
 def plain_loop(model_path: Path, files: list[Path]) -> dict:
@@ -248,7 +274,7 @@ def run(args) -> dict:
     files = scan_files(args.data, args.burst)
     threads, batch = DEFAULTS["watch"]["decode_threads"], DEFAULTS["watch"]["batch_size"]
     limit_blas_threads(args.blas_threads)  # as the service does, for the in-process figures
-    result = {"model": model.identity, "input_size": model.preprocess.size, "cores": os.cpu_count(),
+    result = {"model": model.identity, "input_size": model.preprocess.size, "cores": os.cpu_count(), "set": args.set,
               "data": str(args.data), "decode_threads": threads, "batch_size": batch,
               "blas_threads": args.blas_threads, "predict_threads": args.predict_threads, "blas": blas_report()}
 
@@ -260,7 +286,8 @@ def run(args) -> dict:
     try:
         staging = work / "staging"
         staging.mkdir()
-        svc = Service(work, model_path, args.blas_threads, args.predict_threads)
+        svc = Service(work, model_path, args.blas_threads, args.predict_threads,
+                      tuple(a for kv in args.set for a in ("--set", kv)))
         idle, stages = [], []
         for i in range(args.idle):
             name = f"idle-{i:03d}{files[i].suffix.lower()}"
@@ -336,7 +363,8 @@ def print_spread(runs: list[dict]) -> None:
             ("CPU per scan, decode + predict only, ms", [x["cpu_ms_per_scan"]["decode_and_predict"] for x in runs]),
             ("CPU per scan, service burst, ms", [x["cpu_ms_per_scan"]["service_burst"] for x in runs]),
             ("CPU per scan, ceiling / service", [x["cpu_ms_per_scan"]["ceiling_share"] for x in runs]),
-            ("service peak RSS (idle drops and burst), MB", [x["service_peak_rss_mb"] for x in runs]),
+            ("service peak RSS (idle drops and burst; with its judge process, summed), MB",
+             [x["service_peak_rss_mb"] for x in runs]),
             ("service idle p50, ms", [x["idle"]["p50_ms"] for x in runs]),
             ("service idle p95, ms", [x["idle"]["p95_ms"] for x in runs])]
     for k in r.get("idle_stages_ms", {}):
@@ -356,6 +384,8 @@ def main() -> None:
     ap.add_argument("--predict-threads", type=int, default=DEFAULTS["watch"]["predict_threads"],
                     help="threads predicting a batch's chunks, in the service and in-process")
     ap.add_argument("--runs", type=int, default=1, help="repeat everything; figures as min-median-max")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting for the service (as `tumord watch --set`), e.g. watch.judge_process=false")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = ap.parse_args()
     if not args.data.is_dir():
@@ -393,7 +423,7 @@ def main() -> None:
     print(f"burst / ceiling: {r['burst_share_of_ceiling']:.0%} (/ decode + predict only: "
           f"{r['burst_share_of_decode_and_predict']:.0%}); CPU per scan: ceiling {c['ceiling']} ms, decode + predict "
           f"only {c['decode_and_predict']} ms, service {c['service_burst']} ms ({c['ceiling_share']:.0%})")
-    print(f"service peak RSS (idle drops and burst): {r['service_peak_rss_mb']} MB")
+    print(f"service peak RSS (idle drops and burst; with its judge process, summed): {r['service_peak_rss_mb']} MB")
     print(f"service exit code after SIGTERM: {r['service_exit_code']}")
 
 

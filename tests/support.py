@@ -100,7 +100,7 @@ class Watch:
     """`tumord watch` as a real process, with a notify socket standing in for systemd."""
 
     def __init__(self, root: Path, wrap: tuple[str, ...] = (), module: str = "tumord.cli"):
-        self.root = root
+        self.root, self.module = root, module
         self.sock_dir = tempfile.mkdtemp(prefix="tumord-notify-")  # short: socket paths max 107 bytes
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(os.path.join(self.sock_dir, "n"))
@@ -144,9 +144,11 @@ class Watch:
         return (self.root / "watch.log").read_text()[-4000:]
 
     def main_pid(self) -> int:
-        """The service's pid (the child when a tool such as strace runs it)."""
+        """The service's pid: the child when a tool such as strace runs it, not its judge process."""
         pid = self.proc.pid
         for _ in range(50):
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:3] == [b"-m", self.module.encode()]:
+                return pid
             children = Path(f"/proc/{pid}/task/{pid}/children")
             if not children.exists() or not children.read_text().split():
                 return pid

@@ -155,7 +155,7 @@ class Watch:
 
     def start(self) -> "Watch":
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-        env.update(PYTHONPATH=str(REPO), PYTHONFAULTHANDLER="1", **self.env)  # stacks on SIGABRT (stop)
+        env.update({"PYTHONPATH": str(REPO), "PYTHONFAULTHANDLER": "1", **self.env})  # stacks on SIGABRT (stop)
         self.proc = subprocess.Popen([*self.wrap, sys.executable, *self.module, "watch", "--log-json", *self.args],
                                      cwd=self.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)

@@ -101,7 +101,7 @@ class TestClassify:
         ledger.done([row.id], "t")
         second = c.classify([ready(root / "s0.png")])
         assert second.scans[0].already_done and second.scans[0].probabilities is None
-        c.pool.shutdown()
+        c.judge.close()
 
     def test_a_batch_is_predicted_by_several_threads_as_by_one(self, root, tmp_path, rng):
         """With predict_threads, a CNN's chunks of a batch run in the prediction threads, and
@@ -126,5 +126,4 @@ class TestClassify:
         expected = cnn.predict(np.stack([cv2.resize(cv2.imread(str(root / n), 0), (32, 32),
                                                     interpolation=cv2.INTER_AREA) for n in names]))
         np.testing.assert_allclose([s.probabilities for s in batch.scans], expected, rtol=1e-5)
-        c.pool.shutdown()
-        c.predict_pool.shutdown()
+        c.judge.close()

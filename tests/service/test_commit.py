@@ -51,7 +51,7 @@ class Stage:
                      retry=lambda p, why=None: None, log=get_logger())
         b = c.classify([Ready(str(self.folders.input / n), "2025-01-01T00:00:00.000Z", time.monotonic())
                         for n in names])
-        c.pool.shutdown()
+        c.judge.close()
         return b
 
     def drop(self, name, data):

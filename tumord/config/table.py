@@ -193,6 +193,9 @@ TABLE: dict[str, Any] = {
         "decode_threads": Key(2, "threads reading and decoding images", **POSITIVE),
         "predict_threads": Key(2, "threads predicting a batch's chunks of scans in parallel, each with one BLAS\n"
                                   "thread (docs/benchmarks.md)", **POSITIVE),
+        "judge_process": Key(True, "decode and predict in a process of its own: the service's bookkeeping does\n"
+                                   "not hold up the prediction threads (Python's GIL), and a decoder that\n"
+                                   "crashes on a file takes down that process, not the service"),
         "blas_threads": Key(1, "threads of each matrix product (0: the BLAS library's default, one per\n"
                                "core). Threads inside one small product wait on each other whenever\n"
                                "another thread takes a core; parallel chunks do not", **NOT_NEGATIVE,

@@ -131,41 +131,100 @@ def timed_prepare(ready: Ready, root: str, model: Classifier, limits: Limits, ta
     return scan
 
 
-class Classify(Worker):
-    def __init__(self, *, root, ready: queue.Queue, out: queue.Queue, slot, ledger: Ledger, limits: Limits,
-                 batch_size: int, threads: int, inflight: Inflight, retry, log, explain: bool = False,
-                 predict_threads: int = 1, after: threading.Event | None = None, events=NO_EVENTS):
-        """after: an event to wait for before the first batch (the commit stage's start-up recovery)."""
-        super().__init__("classify")
-        self.after = after
-        self.root = os.path.abspath(root)
-        self.ready, self.out, self.slot, self.ledger = ready, out, slot, ledger
-        self.limits, self.batch_size, self.inflight, self.retry, self.log = limits, batch_size, inflight, retry, log
-        self.pool, self.threads = ThreadPoolExecutor(threads, thread_name_prefix="decode"), threads
+class BatchJudge:
+    """The judge's work on one batch, in this process: each file prepared in a thread pool, then the
+    decodable ones predicted together. Also what runs inside the judge process (judge_process.py)."""
+
+    def __init__(self, root, limits: Limits, threads: int, predict_threads: int = 1, explain: bool = False):
+        self.root, self.limits, self.threads, self.explain = os.path.abspath(root), limits, threads, explain
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="decode")
         # chunks of a batch predicted in parallel, one BLAS thread each: two small products on two
         # cores, without BLAS threads waiting on each other
         self.predict_pool = ThreadPoolExecutor(predict_threads, thread_name_prefix="predict") \
             if predict_threads > 1 else None
-        self.explain, self.events = explain, events
+
+    def start(self, beat=None) -> None:
+        """Nothing to start: the pools are up (JudgeProcess starts its process here)."""
+
+    def judge(self, items: list[Ready], model: Classifier, beat=None) -> tuple[list[Scan], float]:
+        """The batch's scans (images dropped, probabilities filled in where a file could be judged)
+        and the seconds its prediction took. `beat` is for judges that wait on another process."""
+        scans = self._prepared(items, model)
+        todo = [s for s in scans if s.image is not None and not (s.changed or s.retry)]
+        predict_seconds = 0.0
+        if todo:
+            started = time.perf_counter()
+            # a DICOM instance brings one image per frame: judged together, then regrouped
+            images = [s.image if s.dicom is not None else s.image[None] for s in todo]
+            reasons = [r for s in todo for r in (s.frame_reasons if s.dicom is not None else [s.check_reasons])]
+            judged = judge(model, np.concatenate(images), reasons, self.limits.abstain, self.predict_pool)
+            predict_seconds = time.perf_counter() - started
+            starts = np.cumsum([0] + [len(i) for i in images])
+            now = utc_now()
+            for s, start, end in zip(todo, starts, starts[1:]):
+                frames, driver = judged[start:end], 0
+                if s.dicom is not None:  # the instance is judged by its frame of highest tumor probability
+                    s.slice_probabilities = np.stack([j.probabilities for j in frames])
+                    driver, _ = instance_probabilities(s.slice_probabilities, model.class_names)
+                j = frames[driver]
+                s.probabilities, s.judgement, s.classified_at = j.probabilities, j, now
+                if self.explain:
+                    s.explanation = explanation_png(model, s.image[driver] if s.dicom else s.image)
+        for s in scans:
+            s.image = None  # the commit stage needs only the probabilities
+        return scans, predict_seconds
+
+    def _prepared(self, items: list[Ready], model: Classifier) -> list[Scan]:
+        """Prepares the files in the pool: one task per thread, each taking the next file until none
+        is left (one hand-off per thread, not per file, and no thread idles while files are left)."""
+        now = time.monotonic()
+        scans: list[Scan | None] = [None] * len(items)
+        left = iter(range(len(items)))  # shared by the tasks: next() on it is atomic under the GIL
+
+        def work() -> None:
+            for i in left:
+                scans[i] = timed_prepare(items[i], self.root, model, self.limits, now)
+
+        for task in [self.pool.submit(work) for _ in range(min(self.threads, len(items)))]:
+            task.result()
+        return scans
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        if self.predict_pool is not None:
+            self.predict_pool.shutdown(wait=True)
+
+
+class Classify(Worker):
+    def __init__(self, *, root, ready: queue.Queue, out: queue.Queue, slot, ledger: Ledger, limits: Limits,
+                 batch_size: int, threads: int, inflight: Inflight, retry, log, explain: bool = False,
+                 predict_threads: int = 1, after: threading.Event | None = None, events=NO_EVENTS, judge=None):
+        """after: an event to wait for before the first batch (the commit stage's start-up recovery).
+        judge: what judges a batch (a JudgeProcess); by default a BatchJudge in this process."""
+        super().__init__("classify")
+        self.after = after
+        self.ready, self.out, self.slot, self.ledger = ready, out, slot, ledger
+        self.batch_size, self.inflight, self.retry, self.log = batch_size, inflight, retry, log
+        self.judge = judge if judge is not None else BatchJudge(root, limits, threads, predict_threads, explain)
+        self.events = events
 
     def run(self) -> None:
-        """Decodes a batch, then predicts it, then takes the next (the commit stage writes the batch
-        before meanwhile). Decoding the next batch while one was predicted ran four busy threads on
-        two cores: more CPU per scan, more of it in the kernel, and a lower burst rate on an idle
-        machine (docs/benchmarks.md, "Decode, then predict"). Once stopped, finishes the batch in
-        hand; files still queued stay in the folder for next time."""
-        while self.after is not None and not self.after.wait(0.5):
-            self.beat()
+        """Judges a batch (decodes it, then predicts it), hands it on, then takes the next.
+        Decoding the next batch while one was predicted ran four busy threads on two cores: more
+        CPU per scan, more of it in the kernel, and a lower burst rate on an idle machine
+        (docs/benchmarks.md, "Decode, then predict"). Once stopped, finishes the batch in hand;
+        files still queued stay in the folder for next time."""
         try:
+            self.judge.start(self.beat)  # beside the commit stage's start-up recovery
+            while self.after is not None and not self.after.wait(0.5):
+                self.beat()
             while not self.stopping.is_set():
                 self.beat()
                 items = self._take()
                 if items:
                     self._hand_over(self.classify(items))
         finally:
-            self.pool.shutdown(wait=True)
-            if self.predict_pool is not None:
-                self.predict_pool.shutdown(wait=True)
+            self.judge.close()
 
     def _hand_over(self, batch: Batch) -> None:
         """Waits while the commit stage is busy (a slow or full disk), still showing it is alive."""
@@ -193,24 +252,12 @@ class Classify(Worker):
 
     def classify(self, items: list[Ready]) -> Batch:
         model = self.slot.model  # one model per batch: swaps land between batches
-        return self._judged(model, self._prepared(items, model))
+        scans, predict_seconds = self.judge.judge(items, model, self.beat)
+        return self._judged(model, scans, predict_seconds)
 
-    def _prepared(self, items: list[Ready], model: Classifier) -> list[Scan]:
-        """Prepares the files in the pool: one task per thread, each taking the next file until none
-        is left (one hand-off per thread, not per file, and no thread idles while files are left)."""
-        now = time.monotonic()
-        scans: list[Scan | None] = [None] * len(items)
-        left = iter(range(len(items)))  # shared by the tasks: next() on it is atomic under the GIL
-
-        def work() -> None:
-            for i in left:
-                scans[i] = timed_prepare(items[i], self.root, model, self.limits, now)
-
-        for task in [self.pool.submit(work) for _ in range(min(self.threads, len(items)))]:
-            task.result()
-        return scans
-
-    def _judged(self, model: Classifier, scans: list[Scan]) -> Batch:
+    def _judged(self, model: Classifier, scans: list[Scan], predict_seconds: float) -> Batch:
+        """The batch for the commit stage: files not to be judged yet are handed back to the intake,
+        and a file already recorded (its row done) keeps its verdict and is only moved out."""
         batch = Batch(model)
         found = []
         for scan in scans:
@@ -232,31 +279,13 @@ class Classify(Worker):
                 found.append(scan)
         for scan, previous in zip(found, self.ledger.find_many([s.fingerprint for s in found])):
             scan.previous = previous
+            if scan.already_done:  # judged again only because the batch was judged in one go
+                scan.probabilities = scan.judgement = scan.slice_probabilities = scan.explanation = None
             batch.scans.append(scan)
-        todo = [s for s in batch.scans if s.image is not None and not s.already_done]
-        predict_seconds = 0.0
-        if todo:
-            started = time.perf_counter()
-            # a DICOM instance brings one image per frame: judged together, then regrouped
-            images = [s.image if s.dicom is not None else s.image[None] for s in todo]
-            reasons = [r for s in todo for r in (s.frame_reasons if s.dicom is not None else [s.check_reasons])]
-            judged = judge(batch.model, np.concatenate(images), reasons, self.limits.abstain, self.predict_pool)
-            predict_seconds = time.perf_counter() - started
-            starts = np.cumsum([0] + [len(i) for i in images])
-            now = utc_now()
-            for s, start, end in zip(todo, starts, starts[1:]):
-                frames, driver = judged[start:end], 0
-                if s.dicom is not None:  # the instance is judged by its frame of highest tumor probability
-                    s.slice_probabilities = np.stack([j.probabilities for j in frames])
-                    driver, _ = instance_probabilities(s.slice_probabilities, batch.model.class_names)
-                j = frames[driver]
-                s.probabilities, s.judgement, s.classified_at = j.probabilities, j, now
-                if self.explain:
-                    s.explanation = explanation_png(batch.model, s.image[driver] if s.dicom else s.image)
         done = time.monotonic()
+        judged = [s for s in batch.scans if s.probabilities is not None]
         for s in batch.scans:
-            s.image = None  # the commit stage needs only the probabilities
             s.judged_at = done
         self.events.batch_classified(len(batch.scans), [s.decode_seconds for s in batch.scans], predict_seconds,
-                                     [done - s.ready.ready_at for s in todo])
+                                     [done - s.ready.ready_at for s in judged])
         return batch

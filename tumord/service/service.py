@@ -33,6 +33,7 @@ from tumord.config import ConfigError
 from tumord.model.checkpoint import load
 from tumord.model.registry import check_folder, current_model_path
 from tumord.service.classify import Classify, Limits
+from tumord.service.judge_process import JudgeProcess
 from tumord.service.commit import Commit
 from tumord.service.events import NO_EVENTS, Events
 from tumord.service.intake import Intake
@@ -65,6 +66,7 @@ class Settings:
     batch_size: int
     decode_threads: int
     predict_threads: int
+    judge_process: bool
     max_pixels: int
     max_bytes: int
     delete_classified: bool
@@ -109,7 +111,8 @@ class Settings:
             models=Path(p["models"]).absolute(), model_file=model_file, recursive=w["recursive"],
             observer=w["observer"], poll_seconds=w["poll_seconds"], settle_seconds=w["settle_seconds"],
             stable_seconds=w["stable_seconds"], rescan_seconds=w["rescan_seconds"], batch_size=w["batch_size"],
-            decode_threads=w["decode_threads"], predict_threads=w["predict_threads"], max_pixels=w["max_pixels"], max_bytes=w["max_bytes"],
+            decode_threads=w["decode_threads"], predict_threads=w["predict_threads"],
+            judge_process=w["judge_process"], max_pixels=w["max_pixels"], max_bytes=w["max_bytes"],
             delete_classified=w["on_success"] == "delete", model_poll_seconds=w["model_poll_seconds"],
             stall_seconds=w["stall_seconds"], drain_seconds=w["drain_seconds"], explain=w["explain"],
             blas_threads=w["blas_threads"], temporary_names=w["temporary_names"], retry_seconds=w["retry_seconds"],
@@ -200,13 +203,16 @@ class Service:
         self.commit = Commit(batches=self.batches, ledger=self.ledger, csv=self.csv, folders=folders,
                              inflight=self.inflight, counters=self.counters, log=self.log,
                              abstentions=self.abstentions, series=self.series, events=self.events)
+        limits = Limits(s.max_pixels, s.max_bytes, s.stable_seconds, s.retry_seconds, s.abstain)
+        judge = JudgeProcess(s.input, limits, s.decode_threads, s.predict_threads, s.blas_threads, s.explain,
+                             self.log) if s.judge_process else None
         self.classify = Classify(root=s.input, ready=self.ready, out=self.batches, slot=self.slot, ledger=self.ledger,
-                                 limits=Limits(s.max_pixels, s.max_bytes, s.stable_seconds, s.retry_seconds,
-                                               s.abstain),
-                                 batch_size=s.batch_size, threads=s.decode_threads, predict_threads=s.predict_threads,
+                                 limits=limits, judge=judge, batch_size=s.batch_size, threads=s.decode_threads,
+                                 predict_threads=s.predict_threads,
                                  inflight=self.inflight, retry=self.intake.retry, log=self.log, explain=s.explain,
                                  after=self.commit.started, events=self.events)
         self.commit.upstream = self.classify
+        self.classify.judge.start()  # before `ready`: the first scan does not wait for it
         self.swapper = Swapper(self.slot, models_dir=None if s.model_file else s.models, model_file=s.model_file,
                                poll_seconds=s.model_poll_seconds, log=self.log, events=self.events)
         for t in self._workers():  # commit first: it finishes what a killed run left before new batches
