@@ -143,8 +143,14 @@ class BatchJudge:
         self.predict_pool = ThreadPoolExecutor(predict_threads, thread_name_prefix="predict") \
             if predict_threads > 1 else None
 
-    def start(self, beat=None) -> None:
+    def start(self, beat=None, model: Classifier | None = None) -> None:
         """Nothing to start: the pools are up (JudgeProcess starts its process here)."""
+
+    def warm(self, model: Classifier) -> None:
+        """One prediction of two blank scans, so that the first scan does not pay for the first
+        prediction's allocations (the swap's trial prediction does this in the service's process)."""
+        size = model.preprocess.size
+        judge(model, np.zeros((2, size, size), np.uint8), [[], []], self.limits.abstain, self.predict_pool)
 
     def judge(self, items: list[Ready], model: Classifier, beat=None) -> tuple[list[Scan], float]:
         """The batch's scans (images dropped, probabilities filled in where a file could be judged)

@@ -44,8 +44,9 @@ class JudgeDied(RuntimeError):
 
 
 class JudgeProcess:
-    """Judges batches in a child process; `judge()` has BatchJudge's signature. The child starts
-    with the first batch, and again after it died."""
+    """Judges batches in a child process; `judge()` has BatchJudge's signature. `start()` starts
+    the child (the service calls it before it says it is ready); a batch finds a dead one
+    replaced."""
 
     def __init__(self, root, limits: Limits, threads: int, predict_threads: int, blas_threads: int,
                  explain: bool, log):
@@ -60,8 +61,9 @@ class JudgeProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
-    def start(self, beat=None) -> None:
-        """Starts the child unless it runs; returns once it is ready to judge."""
+    def start(self, beat=None, model: Classifier | None = None) -> None:
+        """Starts the child unless it runs; returns once it is ready to judge. Given a model, the
+        child gets it at once and warms it up before this returns."""
         if self.proc is not None and self.proc.poll() is None:
             return
         ours, theirs = socket.socketpair()
@@ -73,6 +75,10 @@ class JudgeProcess:
         self.conn.send(self.setup)
         self._receive(beat, START_SECONDS)  # "ready": imports done, pools up
         self.log.info("judge.started", pid=self.proc.pid)
+        if model is not None:
+            self._send_model(model)
+            self.conn.send(("judge", []))  # answered once the model is warm
+            self._receive(beat, START_SECONDS)
 
     def judge(self, items: list[Ready], model: Classifier, beat=None) -> tuple[list[Scan], float]:
         try:
@@ -96,13 +102,16 @@ class JudgeProcess:
             self.log.error("judge.died", reason=self._ended("ended between batches"), action="starting a new one")
         self.start(beat)
         try:
-            if model is not self.model:
-                self.conn.send(("model", model))
-                self.model = model
+            self._send_model(model)
             self.conn.send(("judge", items))
         except OSError as e:
             raise JudgeDied(self._ended(f"could not be sent the batch ({e})")) from None
         return self._receive(None, None)  # no beats while judging: a hung decoder stalls the stage, as in-process
+
+    def _send_model(self, model: Classifier) -> None:
+        if model is not self.model:
+            self.conn.send(("model", model))
+            self.model = model
 
     def _receive(self, beat, timeout: float | None):
         """The child's next answer, beating meanwhile; its error re-raised here."""
@@ -206,6 +215,7 @@ def main(fd: int) -> int:
                 return 0
             if kind == "model":
                 model = payload
+                judge.warm(model)
                 continue
             try:
                 conn.send(("judged", *judge.judge(payload, model)))

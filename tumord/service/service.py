@@ -212,7 +212,7 @@ class Service:
                                  inflight=self.inflight, retry=self.intake.retry, log=self.log, explain=s.explain,
                                  after=self.commit.started, events=self.events)
         self.commit.upstream = self.classify
-        self.classify.judge.start()  # before `ready`: the first scan does not wait for it
+        self.classify.judge.start(model=model)  # before `ready`: the first scan does not wait for it
         self.swapper = Swapper(self.slot, models_dir=None if s.model_file else s.models, model_file=s.model_file,
                                poll_seconds=s.model_poll_seconds, log=self.log, events=self.events)
         for t in self._workers():  # commit first: it finishes what a killed run left before new batches
