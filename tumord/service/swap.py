@@ -72,7 +72,8 @@ class Swapper(Worker):
     def run(self) -> None:
         while not self.stopping.is_set():
             asked = self.wake.wait(self.poll_seconds)
-            self.wake.clear()
+            if asked:  # cleared only when seen: a reload() just after a timed-out wait is not lost
+                self.wake.clear()
             self.beat()
             if self.stopping.is_set():
                 break
