@@ -143,9 +143,6 @@ class BatchJudge:
         self.predict_pool = ThreadPoolExecutor(predict_threads, thread_name_prefix="predict") \
             if predict_threads > 1 else None
 
-    def start(self, beat=None, model: Classifier | None = None) -> None:
-        """Nothing to start: the pools are up (JudgeProcess starts its process here)."""
-
     def warm(self, model: Classifier) -> None:
         """One prediction of two blank scans, so that the first scan does not pay for the first
         prediction's allocations (the swap's trial prediction does this in the service's process)."""
@@ -221,7 +218,6 @@ class Classify(Worker):
         (docs/benchmarks.md, "Decode, then predict"). Once stopped, finishes the batch in hand;
         files still queued stay in the folder for next time."""
         try:
-            self.judge.start(self.beat)  # beside the commit stage's start-up recovery
             while self.after is not None and not self.after.wait(0.5):
                 self.beat()
             while not self.stopping.is_set():

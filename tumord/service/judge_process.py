@@ -136,26 +136,18 @@ class JudgeProcess:
         code = self.proc.wait(5) if self.proc is not None else None
         how = f"killed by signal {signal.strsignal(-code) or -code}" if code is not None and code < 0 \
             else f"exit code {code}"
-        self._reap()
+        self.close(grace_seconds=0)
         return f"the judge process {what} ({how})"
 
-    def _reap(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-        if self.proc is not None:
-            self.proc.wait()
-        self.proc = self.conn = None
-
-    def close(self) -> None:
-        """Closes the pipe: the child finishes, reads the end and exits."""
+    def close(self, grace_seconds: float = 10.0) -> None:
+        """Closes the pipe: the child finishes, reads the end and exits; killed if it has not
+        within grace_seconds."""
         if self.conn is not None:
             self.conn.close()
             self.conn = None
         if self.proc is not None:
             try:
-                self.proc.wait(10)
+                self.proc.wait(grace_seconds)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

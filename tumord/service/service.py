@@ -33,10 +33,10 @@ from tumord.config import ConfigError
 from tumord.model.checkpoint import load
 from tumord.model.registry import check_folder, current_model_path
 from tumord.service.classify import Classify, Limits
-from tumord.service.judge_process import JudgeProcess
 from tumord.service.commit import Commit
 from tumord.service.events import NO_EVENTS, Events
 from tumord.service.intake import Intake
+from tumord.service.judge_process import JudgeProcess
 from tumord.service.ledger import Ledger
 from tumord.service.notify import Notifier, Pinger, watchdog_interval
 from tumord.service.records import Counters, Folders, Inflight
@@ -212,7 +212,8 @@ class Service:
                                  inflight=self.inflight, retry=self.intake.retry, log=self.log, explain=s.explain,
                                  after=self.commit.started, events=self.events)
         self.commit.upstream = self.classify
-        self.classify.judge.start(model=model)  # before `ready`: the first scan does not wait for it
+        if judge is not None:
+            judge.start(model=model)  # before `ready`: the first scan does not wait for it
         self.swapper = Swapper(self.slot, models_dir=None if s.model_file else s.models, model_file=s.model_file,
                                poll_seconds=s.model_poll_seconds, log=self.log, events=self.events)
         for t in self._workers():  # commit first: it finishes what a killed run left before new batches
